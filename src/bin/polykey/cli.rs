@@ -1,0 +1,81 @@
+//! Command-line arguments (clap derive). Global options work before or after the subcommand.
+
+use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+/// Polykey: secrets in an encrypted single-file node of git repositories.
+#[derive(Parser)]
+#[command(name = "polykey", version, about, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Args, Clone)]
+pub struct Global {
+    /// The node file [default: $XDG_DATA_HOME/polykey/default.node]
+    #[arg(long, global = true, env = "POLYKEY_NODE", value_name = "PATH")]
+    pub node: Option<PathBuf>,
+    /// Read the passphrase from FILE (one trailing newline is stripped)
+    #[arg(long, global = true, env = "POLYKEY_PASSWORD_FILE", value_name = "FILE")]
+    pub password_file: Option<PathBuf>,
+    /// Run CMD with `sh -c` and use its output as the passphrase
+    #[arg(long, global = true, env = "POLYKEY_PASSWORD_COMMAND", value_name = "CMD")]
+    pub password_command: Option<String>,
+    /// Read a new passphrase (init, passwd) from FILE
+    #[arg(long, global = true, env = "POLYKEY_NEW_PASSWORD_FILE", value_name = "FILE")]
+    pub new_password_file: Option<PathBuf>,
+    /// Print lists as JSON arrays of objects
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Print nothing but the requested output
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Argon2id memory cost in KiB for init/passwd (default 65536)
+    #[arg(long, global = true, value_name = "KIB", hide = true)]
+    pub kdf_memory_kib: Option<u32>,
+    /// Argon2id passes for init/passwd (default 3)
+    #[arg(long, global = true, value_name = "N", hide = true)]
+    pub kdf_time: Option<u32>,
+}
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Create a new, empty node (refuses to overwrite any file)
+    Init,
+    /// Change the passphrase (re-wraps the key; secrets are not re-encrypted)
+    Passwd,
+    /// List repositories, or the secrets of REPO
+    Ls { repo: Option<OsString> },
+    /// List tags, or the entries of TAG
+    Tags { tag: Option<OsString> },
+    /// Store stdin as REPO/SECRET (creates the repository if needed)
+    Put { path: OsString },
+    /// Write REPO/SECRET to stdout
+    Get { path: OsString },
+    /// Remove REPO/SECRET (and its tag entries), or with -r a whole REPO
+    Rm {
+        /// Remove a whole repository
+        #[arg(short = 'r', long)]
+        recursive: bool,
+        path: OsString,
+    },
+    /// Rename REPO/SECRET to REPO/NEW; tag entries follow
+    Mv { from: OsString, to: OsString },
+    /// Add REPO/SECRET to TAG (as NAME, default the secret's name)
+    Tag {
+        tag: OsString,
+        path: OsString,
+        #[arg(long = "as", value_name = "NAME")]
+        name: Option<OsString>,
+    },
+    /// Remove entry NAME from TAG (the tag goes when its last entry does)
+    Untag { tag: OsString, name: OsString },
+    /// History of REPO (or of one SECRET in it), newest first
+    Log { repo: OsString, secret: Option<OsString> },
+    /// Write the decrypted node as a tar archive to stdout (never to a terminal)
+    Export,
+}

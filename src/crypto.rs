@@ -1,0 +1,4 @@
+//! Cryptographic primitives: the passphrase KDF and the AEAD, with their bounds.
+
+pub mod aead;
+pub mod kdf;

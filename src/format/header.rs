@@ -1,0 +1,294 @@
+//! The node header: two identical 512-byte slots, each with its own CRC-32.
+//!
+//! Two copies make a header rewrite (passphrase change, compaction) safe on filesystems
+//! without atomic rename: slot A is written and synced, then slot B; a crash tears at most
+//! one, and the other still opens. A single damaged slot is survivable for the same reason.
+
+use crate::crypto::{aead, kdf};
+use crate::secret::{Key, Passphrase};
+
+/// Size of one header slot.
+pub const SLOT_BYTES: usize = 512;
+/// Where the frame log begins after init: right after the two slots.
+pub const LOG_OFFSET: u64 = 2 * SLOT_BYTES as u64;
+/// The magic number at the start of each slot.
+pub const MAGIC: &[u8; 8] = b"POLYKEY\0";
+/// The format version this code writes and reads.
+pub const VERSION: u16 = 1;
+/// Required feature flags this build understands (none yet): any other bit is refused.
+pub const KNOWN_REQUIRED_FEATURES: u32 = 0;
+/// KDF identifier: Argon2id, version 0x13.
+pub const KDF_ARGON2ID: u8 = 1;
+
+const WRAP_CONTEXT: &[u8] = b"polykey v1 key wrap";
+const CRC_AT: usize = SLOT_BYTES - 4;
+
+/// The header's fields (one slot's content).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Format version.
+    pub version: u16,
+    /// Required feature flags (unknown ones are refused).
+    pub required_features: u32,
+    /// Optional feature flags (unknown ones are ignored).
+    pub optional_features: u32,
+    /// Random identity of this node, bound into every frame's associated data.
+    pub node_id: [u8; 16],
+    /// Increases with every header rewrite; the newer valid slot wins.
+    pub generation: u64,
+    /// The frame log's epoch; increases with every compaction.
+    pub epoch: u32,
+    /// Offset of the first frame of the log.
+    pub log_start: u64,
+    /// End of the checkpoint at the start of the log: frames before it must all be valid.
+    pub base_end: u64,
+    /// Argon2id parameters.
+    pub kdf: kdf::KdfParams,
+    /// Argon2id salt.
+    pub salt: [u8; kdf::SALT_BYTES],
+    /// Nonce of the wrapped data key.
+    pub wrap_nonce: [u8; aead::NONCE_BYTES],
+    /// The data key, sealed with the key-encryption key.
+    pub wrapped_key: [u8; 32 + aead::TAG_BYTES],
+}
+
+/// What is wrong with the header region, for the caller to phrase with the node's path.
+#[derive(Debug, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Neither slot is intact; the string says why.
+    Damaged(String),
+    /// A newer version or unknown required feature.
+    Unsupported(String),
+    /// The data key did not unwrap.
+    WrongPassphrase,
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes(b[at..at + 2].try_into().expect("2 bytes"))
+}
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
+}
+fn u64_at(b: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
+}
+
+impl Header {
+    /// A new header for a fresh node: random id and salt, the data key wrapped under `pass`.
+    pub fn create(pass: &Passphrase, params: kdf::KdfParams) -> std::io::Result<(Header, Key)> {
+        let mut node_id = [0u8; 16];
+        crate::secret::fill_random(&mut node_id)?;
+        let data_key = Key::random()?;
+        let mut h = Header {
+            version: VERSION,
+            required_features: 0,
+            optional_features: 0,
+            node_id,
+            generation: 1,
+            epoch: 0,
+            log_start: LOG_OFFSET,
+            base_end: LOG_OFFSET,
+            kdf: params,
+            salt: [0; kdf::SALT_BYTES],
+            wrap_nonce: [0; aead::NONCE_BYTES],
+            wrapped_key: [0; 48],
+        };
+        h.wrap(pass, params, &data_key)?;
+        Ok((h, data_key))
+    }
+
+    /// Re-wraps `data_key` under a new passphrase (fresh salt and nonce).
+    pub fn wrap(&mut self, pass: &Passphrase, params: kdf::KdfParams, data_key: &Key) -> std::io::Result<()> {
+        self.kdf = params;
+        crate::secret::fill_random(&mut self.salt)?;
+        self.wrap_nonce = aead::random_nonce()?;
+        let kek = self.kdf.derive(pass, &self.salt);
+        let mut buf = data_key.expose().to_vec();
+        aead::seal(&kek, &self.wrap_nonce, &self.wrap_aad(), &mut buf);
+        self.wrapped_key.copy_from_slice(&buf);
+        Ok(())
+    }
+
+    /// Unwraps the data key with `pass`.
+    pub fn unwrap_key(&self, pass: &Passphrase) -> Result<Key, HeaderError> {
+        let kek = self.kdf.derive(pass, &self.salt);
+        let mut buf = zeroize::Zeroizing::new(self.wrapped_key.to_vec());
+        if !aead::open(&kek, &self.wrap_nonce, &self.wrap_aad(), &mut buf) {
+            return Err(HeaderError::WrongPassphrase);
+        }
+        let mut key = Key([0; 32]);
+        key.0.copy_from_slice(&buf);
+        Ok(key)
+    }
+
+    /// The associated data of the key wrap: every field that must not change while the
+    /// wrapped key stays (magic, version, features, node id, KDF parameters, salt).
+    fn wrap_aad(&self) -> Vec<u8> {
+        let slot = self.encode();
+        [WRAP_CONTEXT, &slot[0..40], &slot[72..104]].concat()
+    }
+
+    /// Encodes one slot, CRC included.
+    pub fn encode(&self) -> [u8; SLOT_BYTES] {
+        let mut b = [0u8; SLOT_BYTES];
+        b[0..8].copy_from_slice(MAGIC);
+        b[8..10].copy_from_slice(&self.version.to_le_bytes());
+        b[10..12].copy_from_slice(&(SLOT_BYTES as u16).to_le_bytes());
+        b[12..16].copy_from_slice(&self.required_features.to_le_bytes());
+        b[16..20].copy_from_slice(&self.optional_features.to_le_bytes());
+        b[24..40].copy_from_slice(&self.node_id);
+        b[40..48].copy_from_slice(&self.generation.to_le_bytes());
+        b[48..52].copy_from_slice(&self.epoch.to_le_bytes());
+        b[56..64].copy_from_slice(&self.log_start.to_le_bytes());
+        b[64..72].copy_from_slice(&self.base_end.to_le_bytes());
+        b[72] = KDF_ARGON2ID;
+        b[76..80].copy_from_slice(&self.kdf.memory_kib.to_le_bytes());
+        b[80..84].copy_from_slice(&self.kdf.time_cost.to_le_bytes());
+        b[84..88].copy_from_slice(&self.kdf.parallelism.to_le_bytes());
+        b[88..104].copy_from_slice(&self.salt);
+        b[104..128].copy_from_slice(&self.wrap_nonce);
+        b[128..176].copy_from_slice(&self.wrapped_key);
+        let crc = crc32fast::hash(&b[..CRC_AT]);
+        b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
+        b
+    }
+
+    /// Decodes one slot: `Ok(None)` if its magic or CRC is wrong (damaged or torn).
+    fn decode_slot(b: &[u8]) -> Result<Option<Header>, HeaderError> {
+        if b.len() < SLOT_BYTES || &b[0..8] != MAGIC {
+            return Ok(None);
+        }
+        if crc32fast::hash(&b[..CRC_AT]) != u32_at(b, CRC_AT) {
+            return Ok(None);
+        }
+        // The slot is intact: from here on, what we do not understand is a version matter.
+        let version = u16_at(b, 8);
+        if version != VERSION {
+            return Err(HeaderError::Unsupported(format!("has format version {version}; this polykey reads version {VERSION}")));
+        }
+        let required = u32_at(b, 12);
+        if required & !KNOWN_REQUIRED_FEATURES != 0 {
+            return Err(HeaderError::Unsupported(format!("needs unknown features 0x{:08x}", required & !KNOWN_REQUIRED_FEATURES)));
+        }
+        if b[72] != KDF_ARGON2ID {
+            return Err(HeaderError::Unsupported(format!("uses unknown key derivation {}", b[72])));
+        }
+        let bad = |what: String| Err(HeaderError::Damaged(what));
+        if u16_at(b, 10) as usize != SLOT_BYTES
+            || b[20..24] != [0; 4]
+            || b[52..56] != [0; 4]
+            || b[73..76] != [0; 3]
+            || b[176..CRC_AT].iter().any(|&x| x != 0)
+        {
+            return bad("header has non-zero reserved fields".into());
+        }
+        let kdf = kdf::KdfParams { memory_kib: u32_at(b, 76), time_cost: u32_at(b, 80), parallelism: u32_at(b, 84) };
+        if let Err(what) = kdf.check() {
+            return bad(format!("header asks for {what}"));
+        }
+        let h = Header {
+            version,
+            required_features: required,
+            optional_features: u32_at(b, 16),
+            node_id: b[24..40].try_into().expect("16 bytes"),
+            generation: u64_at(b, 40),
+            epoch: u32_at(b, 48),
+            log_start: u64_at(b, 56),
+            base_end: u64_at(b, 64),
+            kdf,
+            salt: b[88..104].try_into().expect("16 bytes"),
+            wrap_nonce: b[104..128].try_into().expect("24 bytes"),
+            wrapped_key: b[128..176].try_into().expect("48 bytes"),
+        };
+        if h.log_start < LOG_OFFSET || h.base_end < h.log_start {
+            return bad("header's log bounds are impossible".into());
+        }
+        Ok(Some(h))
+    }
+
+    /// Reads the header from the start of a node file: the newer of the two intact slots.
+    /// Also says whether both slots are intact and equal (if not, the next header write
+    /// repairs the other copy).
+    pub fn decode(file: &[u8]) -> Result<(Header, bool), HeaderError> {
+        if file.len() < SLOT_BYTES {
+            return Err(HeaderError::Damaged(format!("file is {} bytes, shorter than a header", file.len())));
+        }
+        let a = Self::decode_slot(&file[..SLOT_BYTES]);
+        let b = if file.len() >= 2 * SLOT_BYTES { Self::decode_slot(&file[SLOT_BYTES..2 * SLOT_BYTES]) } else { Ok(None) };
+        match (a, b) {
+            (Ok(Some(a)), Ok(Some(b))) => {
+                let both = a == b;
+                Ok((if b.generation > a.generation { b } else { a }, both))
+            }
+            (Ok(Some(h)), _) | (_, Ok(Some(h))) => Ok((h, false)),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+            (Ok(None), Ok(None)) => {
+                if file[..8] != MAGIC[..] && file.get(SLOT_BYTES..SLOT_BYTES + 8) != Some(&MAGIC[..]) {
+                    Err(HeaderError::Damaged("not a Polykey node (bad magic number)".into()))
+                } else {
+                    Err(HeaderError::Damaged("header checksum mismatch in both copies".into()))
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fast() -> kdf::KdfParams {
+        kdf::KdfParams { memory_kib: 8, time_cost: 1, parallelism: 1 }
+    }
+
+    #[test]
+    fn create_encode_decode_unwrap() {
+        let pw = Passphrase::new(b"pw".to_vec());
+        let (h, key) = Header::create(&pw, fast()).unwrap();
+        let slot = h.encode();
+        let file = [slot, slot].concat();
+        let (back, both) = Header::decode(&file).unwrap();
+        assert!(both);
+        assert_eq!(back, h);
+        assert_eq!(back.unwrap_key(&pw).unwrap().expose(), key.expose());
+        assert_eq!(back.unwrap_key(&Passphrase::new(b"no".to_vec())).err(), Some(HeaderError::WrongPassphrase));
+    }
+
+    #[test]
+    fn one_damaged_slot_is_survived_two_are_damage() {
+        let pw = Passphrase::new(b"pw".to_vec());
+        let (h, _) = Header::create(&pw, fast()).unwrap();
+        let slot = h.encode();
+        let mut file = [slot, slot].concat();
+        file[100] ^= 1;
+        let (back, both) = Header::decode(&file).unwrap();
+        assert_eq!((back, both), (h.clone(), false));
+        file[612] ^= 1;
+        assert!(matches!(Header::decode(&file), Err(HeaderError::Damaged(_))));
+    }
+
+    #[test]
+    fn unknown_version_and_features_are_refused() {
+        let pw = Passphrase::new(b"pw".to_vec());
+        let (mut h, _) = Header::create(&pw, fast()).unwrap();
+        h.version = 2;
+        let s = h.encode();
+        assert!(matches!(Header::decode(&[s, s].concat()), Err(HeaderError::Unsupported(_))));
+        h.version = 1;
+        h.required_features = 4;
+        let s = h.encode();
+        assert!(matches!(Header::decode(&[s, s].concat()), Err(HeaderError::Unsupported(_))));
+        h.required_features = 0;
+        h.kdf.memory_kib = u32::MAX;
+        let s = h.encode();
+        assert!(matches!(Header::decode(&[s, s].concat()), Err(HeaderError::Damaged(_))));
+    }
+
+    #[test]
+    fn tampered_kdf_params_do_not_unwrap() {
+        let pw = Passphrase::new(b"pw".to_vec());
+        let (mut h, _) = Header::create(&pw, fast()).unwrap();
+        h.kdf.time_cost = 2;
+        assert_eq!(h.unwrap_key(&pw).err(), Some(HeaderError::WrongPassphrase));
+    }
+}

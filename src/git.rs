@@ -1,0 +1,224 @@
+//! Git objects as the node stores them: loose-object encoding, flat trees, commits.
+//!
+//! Objects are kept exactly in git's loose format (zlib of `"<kind> <size>\0" || body`), so
+//! the node, the export and `git` itself agree byte for byte. Hashing is git2's.
+//! Parsing is strict and bounded: objects come from files that may be hostile.
+
+use crate::name::{Name, NameKind};
+use flate2::{read::ZlibDecoder, write::ZlibEncoder, Compression};
+use git2::{ObjectType, Oid};
+use std::io::{Read, Write};
+
+/// Largest object (hence secret) accepted, inflated: 64 MiB. Secrets are small; the bound
+/// keeps a hostile object from inflating without limit.
+pub const MAX_OBJECT_BYTES: usize = 64 << 20;
+
+/// The file mode of every secret in a tree: a regular, non-executable file.
+const BLOB_MODE: &[u8] = b"100644";
+
+/// Why an object could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ObjectError {
+    /// The zlib stream or the object header is malformed.
+    #[error("object {0} is malformed")]
+    Malformed(Oid),
+    /// The inflated bytes do not hash to the object's id.
+    #[error("object {0} does not match its id")]
+    HashMismatch(Oid),
+    /// The object is larger than [`MAX_OBJECT_BYTES`].
+    #[error("object {0} is larger than the {MAX_OBJECT_BYTES}-byte limit")]
+    TooLarge(Oid),
+    /// The object is of another kind than expected.
+    #[error("object {0} is not a {1}")]
+    WrongKind(Oid, &'static str),
+    /// A tree or commit body breaks git's grammar, or holds what a flat repository cannot.
+    #[error("object {0} is not a valid flat {1}")]
+    BadBody(Oid, &'static str),
+    /// A referenced object is absent.
+    #[error("object {0} is missing")]
+    Missing(Oid),
+}
+
+fn kind_name(kind: ObjectType) -> &'static str {
+    match kind {
+        ObjectType::Blob => "blob",
+        ObjectType::Tree => "tree",
+        ObjectType::Commit => "commit",
+        ObjectType::Tag => "tag",
+        _ => "unknown",
+    }
+}
+
+/// Encodes a body as a loose object; returns its id and its zlib bytes.
+pub fn encode(kind: ObjectType, body: &[u8]) -> (Oid, Vec<u8>) {
+    let oid = Oid::hash_object(kind, body).expect("hashing an in-memory buffer cannot fail");
+    let mut z = ZlibEncoder::new(Vec::with_capacity(body.len() / 2 + 64), Compression::fast());
+    let header = format!("{} {}\0", kind_name(kind), body.len());
+    z.write_all(header.as_bytes()).and_then(|()| z.write_all(body)).expect("writing to a Vec cannot fail");
+    (oid, z.finish().expect("writing to a Vec cannot fail"))
+}
+
+/// Inflates and verifies a loose object, checking it is of `want` kind.
+pub fn decode(oid: Oid, zbytes: &[u8], want: ObjectType) -> Result<zeroize::Zeroizing<Vec<u8>>, ObjectError> {
+    let mut raw = zeroize::Zeroizing::new(Vec::new());
+    ZlibDecoder::new(zbytes).take(MAX_OBJECT_BYTES as u64 + 64).read_to_end(&mut raw).map_err(|_| ObjectError::Malformed(oid))?;
+    let nul = raw.iter().take(32).position(|&b| b == 0).ok_or(ObjectError::Malformed(oid))?;
+    let header = std::str::from_utf8(&raw[..nul]).map_err(|_| ObjectError::Malformed(oid))?;
+    let (kind, size) = header.split_once(' ').ok_or(ObjectError::Malformed(oid))?;
+    let size: usize = size.parse().map_err(|_| ObjectError::Malformed(oid))?;
+    if size > MAX_OBJECT_BYTES {
+        return Err(ObjectError::TooLarge(oid));
+    }
+    if raw.len() - nul - 1 != size {
+        return Err(ObjectError::Malformed(oid));
+    }
+    let kind = match kind {
+        "blob" => ObjectType::Blob,
+        "tree" => ObjectType::Tree,
+        "commit" => ObjectType::Commit,
+        "tag" => ObjectType::Tag,
+        _ => return Err(ObjectError::Malformed(oid)),
+    };
+    let body = zeroize::Zeroizing::new(raw[nul + 1..].to_vec());
+    if Oid::hash_object(kind, &body).ok() != Some(oid) {
+        return Err(ObjectError::HashMismatch(oid));
+    }
+    if kind != want {
+        return Err(ObjectError::WrongKind(oid, kind_name(want)));
+    }
+    Ok(body)
+}
+
+/// A flat tree: secret name → blob id. Sorted by name bytes, as git sorts blob entries.
+pub type Tree = std::collections::BTreeMap<Name, Oid>;
+
+/// Encodes a flat tree body.
+pub fn tree_body(tree: &Tree) -> Vec<u8> {
+    let mut out = Vec::with_capacity(tree.len() * 48);
+    for (name, oid) in tree {
+        out.extend_from_slice(BLOB_MODE);
+        out.push(b' ');
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.extend_from_slice(oid.as_bytes());
+    }
+    out
+}
+
+/// Parses a flat tree body: only regular-file blobs with valid secret names, strictly sorted.
+pub fn parse_tree(oid: Oid, mut body: &[u8]) -> Result<Tree, ObjectError> {
+    let bad = || ObjectError::BadBody(oid, "tree");
+    let mut tree = Tree::new();
+    let mut last: Option<Name> = None;
+    while !body.is_empty() {
+        let sp = body.iter().position(|&b| b == b' ').ok_or_else(bad)?;
+        let mode = &body[..sp];
+        if mode != BLOB_MODE && mode != b"100755" {
+            return Err(bad());
+        }
+        let rest = &body[sp + 1..];
+        let nul = rest.iter().position(|&b| b == 0).ok_or_else(bad)?;
+        let name = Name::new(NameKind::Secret, &rest[..nul]).map_err(|_| bad())?;
+        let id = rest.get(nul + 1..nul + 21).ok_or_else(bad)?;
+        if last.as_ref().is_some_and(|l| *l >= name) {
+            return Err(bad());
+        }
+        last = Some(name.clone());
+        tree.insert(name, Oid::from_bytes(id).map_err(|_| bad())?);
+        body = &rest[nul + 21..];
+    }
+    Ok(tree)
+}
+
+/// The fields of a commit that Polykey reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Commit {
+    /// The root tree.
+    pub tree: Oid,
+    /// Parent commits, first parent first.
+    pub parents: Vec<Oid>,
+    /// Committer time, seconds since the Unix epoch.
+    pub time: i64,
+    /// The message, as bytes.
+    pub message: Vec<u8>,
+}
+
+/// The identity Polykey commits as.
+const IDENTITY: &str = "Polykey <polykey@localhost>";
+
+/// Encodes a commit body (git's canonical layout, UTC).
+pub fn commit_body(tree: Oid, parents: &[Oid], time: i64, message: &[u8]) -> Vec<u8> {
+    let mut out = format!("tree {tree}\n");
+    for p in parents {
+        out.push_str(&format!("parent {p}\n"));
+    }
+    out.push_str(&format!("author {IDENTITY} {time} +0000\ncommitter {IDENTITY} {time} +0000\n\n"));
+    let mut out = out.into_bytes();
+    out.extend_from_slice(message);
+    out
+}
+
+/// Parses the fields Polykey needs from a commit body.
+pub fn parse_commit(oid: Oid, body: &[u8]) -> Result<Commit, ObjectError> {
+    let bad = || ObjectError::BadBody(oid, "commit");
+    let split = body.windows(2).position(|w| w == b"\n\n").ok_or_else(bad)?;
+    let head = std::str::from_utf8(&body[..split]).map_err(|_| bad())?;
+    let (mut tree, mut parents, mut time) = (None, Vec::new(), None);
+    for line in head.lines() {
+        if let Some(t) = line.strip_prefix("tree ") {
+            tree = Some(Oid::from_str(t).map_err(|_| bad())?);
+        } else if let Some(p) = line.strip_prefix("parent ") {
+            parents.push(Oid::from_str(p).map_err(|_| bad())?);
+        } else if let Some(c) = line.strip_prefix("committer ") {
+            let mut fields = c.rsplitn(3, ' ');
+            let _tz = fields.next();
+            time = fields.next().and_then(|t| t.parse().ok());
+        }
+    }
+    Ok(Commit { tree: tree.ok_or_else(bad)?, parents, time: time.ok_or_else(bad)?, message: body[split + 2..].to_vec() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_round_trip_matches_git_hash() {
+        let (oid, z) = encode(ObjectType::Blob, b"hello\n");
+        // `printf 'hello\n' | git hash-object --stdin`
+        assert_eq!(oid.to_string(), "ce013625030ba8dba906f756967f9e9ca394464a");
+        assert_eq!(&decode(oid, &z, ObjectType::Blob).unwrap()[..], b"hello\n");
+        assert_eq!(decode(oid, &z, ObjectType::Tree), Err(ObjectError::WrongKind(oid, "tree")));
+        let other = Oid::hash_object(ObjectType::Blob, b"x").unwrap();
+        assert_eq!(decode(other, &z, ObjectType::Blob), Err(ObjectError::HashMismatch(other)));
+        assert_eq!(decode(oid, &z[..z.len() - 3], ObjectType::Blob), Err(ObjectError::Malformed(oid)));
+    }
+
+    #[test]
+    fn tree_and_commit_round_trip() {
+        let mut tree = Tree::new();
+        let (b, _) = encode(ObjectType::Blob, b"v");
+        tree.insert(Name::new(NameKind::Secret, b"b").unwrap(), b);
+        tree.insert(Name::new(NameKind::Secret, b"a").unwrap(), b);
+        let body = tree_body(&tree);
+        let (toid, _) = encode(ObjectType::Tree, &body);
+        assert_eq!(parse_tree(toid, &body).unwrap(), tree);
+        let c = commit_body(toid, &[b], 1_700_000_000, b"Add a\n");
+        let (coid, _) = encode(ObjectType::Commit, &c);
+        let parsed = parse_commit(coid, &c).unwrap();
+        assert_eq!(parsed, Commit { tree: toid, parents: vec![b], time: 1_700_000_000, message: b"Add a\n".to_vec() });
+    }
+
+    #[test]
+    fn hostile_trees_are_refused() {
+        let oid = Oid::zero();
+        let id = [0u8; 20];
+        let entry = |mode: &[u8], name: &[u8]| [mode, b" ", name, b"\0", &id].concat();
+        assert!(parse_tree(oid, &entry(b"40000", b"sub")).is_err());
+        assert!(parse_tree(oid, &entry(b"100644", b".git")).is_err());
+        assert!(parse_tree(oid, &entry(b"100644", b"..")).is_err());
+        assert!(parse_tree(oid, &entry(b"120000", b"link")).is_err());
+        assert!(parse_tree(oid, &[entry(b"100644", b"b"), entry(b"100644", b"a")].concat()).is_err());
+        assert!(parse_tree(oid, &entry(b"100644", b"a")[..10]).is_err());
+    }
+}

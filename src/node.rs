@@ -1,0 +1,462 @@
+//! A node: one encrypted file of repositories and tags, opened into memory.
+//!
+//! Every change is expressed as journal records, applied to the in-memory [`State`] and
+//! queued; [`Node::save`] appends the queue as one transaction (one fsync). A failed save
+//! keeps the queue, so the caller can retry without losing the change.
+
+use crate::crypto::kdf::KdfParams;
+use crate::error::{Error, Result};
+use crate::format::header::{Header, HeaderError};
+use crate::format::journal::{self, Record};
+use crate::format::log::{self, Position};
+use crate::git::{self, ObjectError};
+use crate::name::Name;
+use crate::secret::{Key, Passphrase, SecretBytes};
+use crate::state::State;
+use crate::storage::{FileStorage, Storage};
+use git2::{ObjectType, Oid};
+use std::fs::{File, OpenOptions};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Compaction is considered once the log holds this much more than the live state.
+const COMPACT_MIN_GARBAGE_BYTES: u64 = 1 << 20;
+/// How long a command waits for another process's lock on the node before giving up.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// How a node is opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Shared lock; no writes.
+    Read,
+    /// Exclusive lock; writes allowed.
+    Write,
+}
+
+/// One entry of a repository's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogEntry {
+    /// The commit id.
+    pub id: Oid,
+    /// Commit time, seconds since the Unix epoch.
+    pub time: i64,
+    /// The commit message (first line, lossily decoded).
+    pub message: String,
+}
+
+/// Counters of what the last save did, for benchmarks and diagnostics.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SaveStats {
+    /// Bytes appended to the node file.
+    pub bytes_written: u64,
+    /// Whether the save compacted the log.
+    pub compacted: bool,
+}
+
+/// An open node.
+pub struct Node {
+    path: PathBuf,
+    storage: Box<dyn Storage>,
+    header: Header,
+    key: Key,
+    pos: Position,
+    state: State,
+    pending: journal::Writer,
+    /// Log length at which compaction is next considered.
+    compact_at: u64,
+    access: Access,
+    /// Whether only one header slot is intact (repaired at the next header write).
+    header_degraded: bool,
+}
+
+fn lock_file(file: &File, path: &Path, access: Access) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let r = match access {
+            Access::Read => file.try_lock_shared(),
+            Access::Write => file.try_lock(),
+        };
+        match r {
+            Ok(()) => return Ok(()),
+            Err(std::fs::TryLockError::WouldBlock) if start.elapsed() < LOCK_WAIT => std::thread::sleep(Duration::from_millis(20)),
+            Err(std::fs::TryLockError::WouldBlock) => return Err(Error::Busy { node: path.to_owned(), pid: 0 }),
+            Err(std::fs::TryLockError::Error(e)) => return Err(Error::io("cannot lock node", path, e)),
+        }
+    }
+}
+
+impl Node {
+    /// Creates a new, empty node at `path`; refuses to overwrite any existing file.
+    pub fn create(path: &Path, pass: &Passphrase, params: KdfParams) -> Result<Node> {
+        if pass.expose().is_empty() {
+            return Err(Error::EmptyPassphrase);
+        }
+        let mut opts = OpenOptions::new();
+        opts.read(true).write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let file = opts.open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::NodeExists { path: path.to_owned() },
+            _ => Error::io("cannot create node", path, e),
+        })?;
+        lock_file(&file, path, Access::Write)?;
+        let (header, key) = Header::create(pass, params).map_err(|e| Error::io("cannot create node", path, e))?;
+        let mut storage = FileStorage::new(file);
+        let written = log::write_header(&mut storage, &header).and_then(|()| {
+            let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            crate::storage::sync_dir(dir)
+        });
+        if let Err(e) = written {
+            // Leave no half-written node behind.
+            let _ = std::fs::remove_file(path);
+            return Err(Error::io("cannot write node", path, e));
+        }
+        let pos = Position { epoch: header.epoch, next_seq: 0, end: header.log_start };
+        Ok(Node {
+            path: path.to_owned(),
+            storage: Box::new(storage),
+            header,
+            key,
+            pos,
+            state: State::default(),
+            pending: journal::Writer::new(),
+            compact_at: COMPACT_MIN_GARBAGE_BYTES,
+            access: Access::Write,
+            header_degraded: false,
+        })
+    }
+
+    /// Opens the node at `path` with `pass`.
+    pub fn open(path: &Path, pass: &Passphrase, access: Access) -> Result<Node> {
+        let file = OpenOptions::new().read(true).write(access == Access::Write).open(path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NoNode { path: path.to_owned() },
+            _ => Error::io("cannot open node", path, e),
+        })?;
+        lock_file(&file, path, access)?;
+        Self::open_storage(path, Box::new(FileStorage::new(file)), pass, access)
+    }
+
+    /// Opens a node from any storage (tests use in-memory or failing storage).
+    pub fn open_storage(path: &Path, storage: Box<dyn Storage>, pass: &Passphrase, access: Access) -> Result<Node> {
+        let bytes = zeroize::Zeroizing::new(storage.read_all().map_err(|e| Error::io("cannot read node", path, e))?);
+        let (header, both) = Header::decode(&bytes).map_err(|e| header_error(path, e))?;
+        let key = header.unwrap_key(pass).map_err(|e| header_error(path, e))?;
+        let mut state = State::default();
+        let replayed = log::replay(&bytes, &header, &key, |txn| {
+            if txn.reset {
+                state = State::default();
+            }
+            for record in journal::parse(&txn.plaintext).map_err(|e| e.to_string())? {
+                state.apply(record)?;
+            }
+            Ok(())
+        })
+        .map_err(|d| Error::Damaged { node: path.to_owned(), offset: d.offset, what: d.what })?;
+        let live = state.checkpoint_bytes();
+        Ok(Node {
+            path: path.to_owned(),
+            storage,
+            header,
+            key,
+            pos: replayed.position,
+            state,
+            pending: journal::Writer::new(),
+            compact_at: replayed.position.end.max(2 * live + COMPACT_MIN_GARBAGE_BYTES),
+            access,
+            header_degraded: !both,
+        })
+    }
+
+    /// The node file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The decrypted state (read-only).
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    /// Length of the node file's committed content in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.pos.end
+    }
+
+    /// Whether changes are queued and not yet saved.
+    pub fn is_dirty(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    fn corrupt(&self, e: ObjectError) -> Error {
+        Error::Corrupt { node: self.path.clone(), what: e.to_string() }
+    }
+
+    fn record(&mut self, record: Record) -> Result<()> {
+        assert_eq!(self.access, Access::Write, "write on a node opened read-only");
+        self.pending.push(&record);
+        self.state.apply(record).map_err(|what| Error::Corrupt { node: self.path.clone(), what })
+    }
+
+    fn repo(&self, repo: &Name) -> Result<&crate::state::Repo> {
+        self.state.repos.get(repo).ok_or_else(|| Error::NotFound { what: format!("repository {repo}") })
+    }
+
+    /// Names of all repositories, sorted.
+    pub fn repos(&self) -> Vec<Name> {
+        self.state.repos.keys().cloned().collect()
+    }
+
+    /// Names of the secrets in `repo`, sorted by bytes.
+    pub fn secrets(&self, repo: &Name) -> Result<Vec<Name>> {
+        Ok(self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.keys().cloned().collect())
+    }
+
+    /// The content of `repo/secret`.
+    pub fn get(&self, repo: &Name, secret: &Name) -> Result<SecretBytes> {
+        let r = self.repo(repo)?;
+        let tree = r.tree().map_err(|e| self.corrupt(e))?;
+        let oid = tree.get(secret).ok_or_else(|| Error::NotFound { what: format!("secret {repo}/{secret}") })?;
+        r.read(*oid, ObjectType::Blob).map_err(|e| self.corrupt(e))
+    }
+
+    /// Commits `tree` as the new head of `repo` with `message` (queued).
+    fn commit(&mut self, repo: &Name, tree: &git::Tree, message: &[u8], extra: Vec<(Oid, Vec<u8>)>) -> Result<Oid> {
+        let parent = self.repo(repo)?.head();
+        let (tree_oid, tree_z) = git::encode(ObjectType::Tree, &git::tree_body(tree));
+        let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let body = git::commit_body(tree_oid, parent.as_slice(), time, message);
+        let (commit_oid, commit_z) = git::encode(ObjectType::Commit, &body);
+        for (oid, z) in extra.into_iter().chain([(tree_oid, tree_z), (commit_oid, commit_z)]) {
+            if !self.repo(repo)?.has(oid) {
+                self.record(Record::Object(repo.clone(), oid, z))?;
+            }
+        }
+        self.record(Record::Head(repo.clone(), commit_oid))?;
+        Ok(commit_oid)
+    }
+
+    /// Creates an empty repository; fails if it exists.
+    pub fn create_repo(&mut self, repo: &Name) -> Result<()> {
+        if self.state.repos.contains_key(repo) {
+            return Err(Error::Exists { what: format!("repository {repo}") });
+        }
+        self.record(Record::Repo(repo.clone()))
+    }
+
+    /// Stores `data` as `repo/secret`, creating the repository if needed. Returns whether a
+    /// commit was made (storing identical bytes again makes none).
+    pub fn put(&mut self, repo: &Name, secret: &Name, data: &[u8]) -> Result<bool> {
+        if data.len() > git::MAX_OBJECT_BYTES {
+            return Err(Error::TooLarge {
+                what: format!("secret {repo}/{secret}"),
+                size: data.len() as u64,
+                limit: git::MAX_OBJECT_BYTES as u64,
+            });
+        }
+        if !self.state.repos.contains_key(repo) {
+            self.record(Record::Repo(repo.clone()))?;
+        }
+        let (blob, blob_z) = git::encode(ObjectType::Blob, data);
+        let blob_z = zeroize::Zeroizing::new(blob_z);
+        let mut tree = self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.clone();
+        let verb = match tree.insert(secret.clone(), blob) {
+            Some(old) if old == blob => return Ok(false),
+            Some(_) => "Update",
+            None => "Add",
+        };
+        let message = [verb.as_bytes(), b" ", secret.as_bytes(), b"\n"].concat();
+        self.commit(repo, &tree, &message, vec![(blob, blob_z.to_vec())])?;
+        Ok(true)
+    }
+
+    /// Removes `repo/secret` and every tag entry pointing at it.
+    pub fn remove(&mut self, repo: &Name, secret: &Name) -> Result<()> {
+        let mut tree = self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.clone();
+        if tree.remove(secret).is_none() {
+            return Err(Error::NotFound { what: format!("secret {repo}/{secret}") });
+        }
+        for (t, e) in self.state.links_to(repo, secret) {
+            self.record(Record::RemoveLink(t, e))?;
+        }
+        self.commit(repo, &tree, &[b"Remove ", secret.as_bytes(), b"\n"].concat(), Vec::new())?;
+        Ok(())
+    }
+
+    /// Removes a whole repository and every tag entry pointing into it.
+    pub fn remove_repo(&mut self, repo: &Name) -> Result<()> {
+        self.repo(repo)?;
+        self.record(Record::RemoveRepo(repo.clone()))
+    }
+
+    /// Renames `repo/from` to `repo/to`; tag entries follow. Refuses to overwrite.
+    pub fn rename(&mut self, repo: &Name, from: &Name, to: &Name) -> Result<()> {
+        let mut tree = self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.clone();
+        if tree.contains_key(to) {
+            return Err(Error::Exists { what: format!("secret {repo}/{to}") });
+        }
+        let oid = tree.remove(from).ok_or_else(|| Error::NotFound { what: format!("secret {repo}/{from}") })?;
+        tree.insert(to.clone(), oid);
+        for (t, e) in self.state.links_to(repo, from) {
+            self.record(Record::Link { tag: t, entry: e, repo: repo.clone(), secret: to.clone() })?;
+        }
+        let message = [b"Rename ", from.as_bytes(), b" to ", to.as_bytes(), b"\n"].concat();
+        self.commit(repo, &tree, &message, Vec::new())?;
+        Ok(())
+    }
+
+    /// Adds tag entry `tag/entry` → `repo/secret`, creating the tag if needed.
+    pub fn tag(&mut self, tag: &Name, entry: &Name, repo: &Name, secret: &Name) -> Result<()> {
+        if !self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.contains_key(secret) {
+            return Err(Error::NotFound { what: format!("secret {repo}/{secret}") });
+        }
+        match self.state.tags.get(tag).and_then(|t| t.get(entry)) {
+            Some((r, s)) if r == repo && s == secret => return Ok(()),
+            Some((r, s)) => return Err(Error::Exists { what: format!("tag entry {tag}/{entry} (-> {r}/{s})") }),
+            None => {}
+        }
+        if !self.state.tags.contains_key(tag) {
+            self.record(Record::Tag(tag.clone()))?;
+        }
+        self.record(Record::Link { tag: tag.clone(), entry: entry.clone(), repo: repo.clone(), secret: secret.clone() })
+    }
+
+    /// Creates an empty tag; fails if it exists.
+    pub fn create_tag(&mut self, tag: &Name) -> Result<()> {
+        if self.state.tags.contains_key(tag) {
+            return Err(Error::Exists { what: format!("tag {tag}") });
+        }
+        self.record(Record::Tag(tag.clone()))
+    }
+
+    /// Removes tag entry `tag/entry`; with `drop_empty`, removes the tag too if it is left empty.
+    pub fn untag(&mut self, tag: &Name, entry: &Name, drop_empty: bool) -> Result<()> {
+        let t = self.state.tags.get(tag).ok_or_else(|| Error::NotFound { what: format!("tag {tag}") })?;
+        if !t.contains_key(entry) {
+            return Err(Error::NotFound { what: format!("tag entry {tag}/{entry}") });
+        }
+        let last = t.len() == 1;
+        self.record(Record::RemoveLink(tag.clone(), entry.clone()))?;
+        if drop_empty && last {
+            self.record(Record::RemoveTag(tag.clone()))?;
+        }
+        Ok(())
+    }
+
+    /// Removes an empty tag.
+    pub fn remove_tag(&mut self, tag: &Name) -> Result<()> {
+        let t = self.state.tags.get(tag).ok_or_else(|| Error::NotFound { what: format!("tag {tag}") })?;
+        if !t.is_empty() {
+            return Err(Error::NotEmpty { what: format!("tag {tag}") });
+        }
+        self.record(Record::RemoveTag(tag.clone()))
+    }
+
+    /// History of `repo`, newest first; with `secret`, only commits that changed it.
+    pub fn log(&self, repo: &Name, secret: Option<&Name>) -> Result<Vec<LogEntry>> {
+        let r = self.repo(repo)?;
+        let mut out = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut queue: std::collections::BinaryHeap<(i64, Oid)> = std::collections::BinaryHeap::new();
+        if let Some(h) = r.head() {
+            let c = r.commit(h).map_err(|e| self.corrupt(e))?;
+            queue.push((c.time, h));
+        }
+        while let Some((_, oid)) = queue.pop() {
+            if !seen.insert(oid) {
+                continue;
+            }
+            let c = r.commit(oid).map_err(|e| self.corrupt(e))?;
+            let changed = match secret {
+                None => true,
+                Some(s) => {
+                    let mine = r.read_tree(c.tree).map_err(|e| self.corrupt(e))?.get(s).copied();
+                    let parent = match c.parents.first() {
+                        Some(p) => {
+                            r.read_tree(r.commit(*p).map_err(|e| self.corrupt(e))?.tree).map_err(|e| self.corrupt(e))?.get(s).copied()
+                        }
+                        None => None,
+                    };
+                    mine != parent
+                }
+            };
+            if changed {
+                let first = c.message.split(|&b| b == b'\n').next().unwrap_or_default();
+                out.push(LogEntry { id: oid, time: c.time, message: String::from_utf8_lossy(first).into_owned() });
+            }
+            for p in &c.parents {
+                let pc = r.commit(*p).map_err(|e| self.corrupt(e))?;
+                queue.push((pc.time, *p));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Writes queued changes as one transaction (one fsync), compacting when the log holds
+    /// mostly superseded data. On failure nothing is lost: the changes stay queued.
+    pub fn save(&mut self) -> Result<SaveStats> {
+        let mut stats = SaveStats::default();
+        if !self.pending.is_empty() {
+            let txn = zeroize::Zeroizing::new(std::mem::take(&mut self.pending).into_bytes());
+            match log::append(self.storage.as_mut(), &self.header, &self.key, &mut self.pos, &txn, false) {
+                Ok(n) => stats.bytes_written = n,
+                Err(e) => {
+                    // Put the change back so a retry writes it.
+                    let mut w = journal::Writer::new();
+                    w.append_raw(&txn);
+                    self.pending = w;
+                    return Err(Error::io("cannot write node", &self.path, e));
+                }
+            }
+        }
+        if self.pos.end >= self.compact_at {
+            let live = self.state.checkpoint_bytes();
+            if self.pos.end > 2 * live + COMPACT_MIN_GARBAGE_BYTES {
+                self.compact()?;
+                stats.compacted = true;
+            }
+            self.compact_at = self.pos.end.max(2 * live + COMPACT_MIN_GARBAGE_BYTES);
+        }
+        Ok(stats)
+    }
+
+    /// Rewrites the node as a single checkpoint of the live state.
+    pub fn compact(&mut self) -> Result<()> {
+        assert!(self.pending.is_empty(), "save before compacting");
+        let mut w = journal::Writer::new();
+        for r in self.state.records() {
+            w.push(&r);
+        }
+        let txn = zeroize::Zeroizing::new(w.into_bytes());
+        log::compact(self.storage.as_mut(), &mut self.header, &self.key, &mut self.pos, &txn)
+            .map_err(|e| Error::io("cannot compact node", &self.path, e))?;
+        self.header_degraded = false;
+        Ok(())
+    }
+
+    /// Changes the passphrase by re-wrapping the data key; the log is untouched.
+    pub fn change_passphrase(&mut self, new: &Passphrase, params: KdfParams) -> Result<()> {
+        if new.expose().is_empty() {
+            return Err(Error::EmptyPassphrase);
+        }
+        let mut h = self.header.clone();
+        h.wrap(new, params, &self.key).map_err(|e| Error::io("cannot change passphrase of", &self.path, e))?;
+        h.generation += 1;
+        log::write_header(self.storage.as_mut(), &h).map_err(|e| Error::io("cannot write node", &self.path, e))?;
+        self.header = h;
+        self.header_degraded = false;
+        Ok(())
+    }
+
+    /// Whether one of the two header copies was damaged when the node was opened.
+    pub fn header_degraded(&self) -> bool {
+        self.header_degraded
+    }
+}
+
+fn header_error(path: &Path, e: HeaderError) -> Error {
+    match e {
+        HeaderError::WrongPassphrase => Error::WrongPassphrase { node: path.to_owned() },
+        HeaderError::Damaged(what) => Error::Damaged { node: path.to_owned(), offset: 0, what },
+        HeaderError::Unsupported(what) => Error::Unsupported { node: path.to_owned(), what },
+    }
+}

@@ -1,0 +1,176 @@
+//! The node's decrypted state: repositories and tags, changed only through [`State::apply`].
+//!
+//! Replay and live operations both go through `apply`, so a node rebuilt from its log is
+//! exactly the node that wrote it.
+
+use crate::format::journal::Record;
+use crate::git::{self, ObjectError, Tree};
+use crate::name::Name;
+use git2::{ObjectType, Oid};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::OnceLock;
+use zeroize::Zeroizing;
+
+/// A flat git repository held in memory: loose objects by id, and the branch head.
+#[derive(Default)]
+pub struct Repo {
+    objects: HashMap<Oid, Zeroizing<Vec<u8>>>,
+    head: Option<Oid>,
+    /// The head commit's tree, parsed on first use (objects are inflated lazily).
+    tree: OnceLock<Result<Tree, ObjectError>>,
+}
+
+impl Repo {
+    /// The head commit, if the repository has any commit.
+    pub fn head(&self) -> Option<Oid> {
+        self.head
+    }
+
+    /// Whether the object is present.
+    pub fn has(&self, oid: Oid) -> bool {
+        self.objects.contains_key(&oid)
+    }
+
+    /// All objects (id, loose zlib bytes), unordered.
+    pub fn objects(&self) -> impl Iterator<Item = (&Oid, &Zeroizing<Vec<u8>>)> {
+        self.objects.iter()
+    }
+
+    /// Inflates and verifies one object of the expected kind.
+    pub fn read(&self, oid: Oid, kind: ObjectType) -> Result<Zeroizing<Vec<u8>>, ObjectError> {
+        let z = self.objects.get(&oid).ok_or(ObjectError::Missing(oid))?;
+        git::decode(oid, z, kind)
+    }
+
+    /// Reads and parses a commit.
+    pub fn commit(&self, oid: Oid) -> Result<git::Commit, ObjectError> {
+        git::parse_commit(oid, &self.read(oid, ObjectType::Commit)?)
+    }
+
+    /// Reads and parses a tree.
+    pub fn read_tree(&self, oid: Oid) -> Result<Tree, ObjectError> {
+        git::parse_tree(oid, &self.read(oid, ObjectType::Tree)?)
+    }
+
+    /// The secrets at the head: name → blob id.
+    pub fn tree(&self) -> Result<&Tree, ObjectError> {
+        self.tree
+            .get_or_init(|| match self.head {
+                None => Ok(Tree::new()),
+                Some(head) => self.read_tree(self.commit(head)?.tree),
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    /// Approximate bytes this repository takes in a checkpoint.
+    fn checkpoint_bytes(&self) -> u64 {
+        self.objects.values().map(|z| member_bytes(z.len())).sum::<u64>() + 3 * 1024
+    }
+}
+
+/// Bytes a tar member of `len` data bytes takes, with a long-name header.
+fn member_bytes(len: usize) -> u64 {
+    1024 + (len as u64).div_ceil(512) * 512
+}
+
+/// A tag: entry name → (repository, secret).
+pub type Tag = BTreeMap<Name, (Name, Name)>;
+
+/// Repositories and tags.
+#[derive(Default)]
+pub struct State {
+    /// Repositories by name.
+    pub repos: BTreeMap<Name, Repo>,
+    /// Tags by name.
+    pub tags: BTreeMap<Name, Tag>,
+}
+
+impl State {
+    /// Applies one record. Fails (with a reason) on a record that contradicts the state,
+    /// which in a replayed log means damage or tampering.
+    pub fn apply(&mut self, record: Record) -> Result<(), String> {
+        let missing_repo = |r: &Name| format!("record for unknown repository {r:?}");
+        match record {
+            Record::Repo(r) => {
+                self.repos.entry(r).or_default();
+            }
+            Record::Object(r, oid, z) => {
+                let repo = self.repos.get_mut(&r).ok_or_else(|| missing_repo(&r))?;
+                repo.objects.insert(oid, Zeroizing::new(z));
+            }
+            Record::Head(r, oid) => {
+                let repo = self.repos.get_mut(&r).ok_or_else(|| missing_repo(&r))?;
+                if !repo.has(oid) {
+                    return Err(format!("head of {r:?} names absent commit {oid}"));
+                }
+                repo.head = Some(oid);
+                repo.tree = OnceLock::new();
+            }
+            Record::Tag(t) => {
+                self.tags.entry(t).or_default();
+            }
+            Record::Link { tag, entry, repo, secret } => {
+                if !self.repos.contains_key(&repo) {
+                    return Err(missing_repo(&repo));
+                }
+                let t = self.tags.get_mut(&tag).ok_or_else(|| format!("link in unknown tag {tag:?}"))?;
+                t.insert(entry, (repo, secret));
+            }
+            Record::RemoveRepo(r) => {
+                self.repos.remove(&r).ok_or_else(|| missing_repo(&r))?;
+                for t in self.tags.values_mut() {
+                    t.retain(|_, (repo, _)| *repo != r);
+                }
+            }
+            Record::RemoveTag(t) => {
+                self.tags.remove(&t).ok_or_else(|| format!("removal of unknown tag {t:?}"))?;
+            }
+            Record::RemoveLink(t, e) => {
+                let tag = self.tags.get_mut(&t).ok_or_else(|| format!("removal in unknown tag {t:?}"))?;
+                tag.remove(&e).ok_or_else(|| format!("removal of unknown entry {e:?} in tag {t:?}"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The records that rebuild this state from nothing (a checkpoint), in replay order.
+    pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
+        let repos = self.repos.iter().flat_map(|(name, repo)| {
+            let mut objects: Vec<_> = repo.objects.iter().collect();
+            objects.sort_by_key(|(oid, _)| **oid);
+            std::iter::once(Record::Repo(name.clone()))
+                .chain(objects.into_iter().map(|(oid, z)| Record::Object(name.clone(), *oid, z.to_vec())))
+                .chain(repo.head.map(|h| Record::Head(name.clone(), h)))
+        });
+        let tags = self.tags.iter().flat_map(|(t, entries)| {
+            std::iter::once(Record::Tag(t.clone())).chain(entries.iter().map(|(e, (r, s))| Record::Link {
+                tag: t.clone(),
+                entry: e.clone(),
+                repo: r.clone(),
+                secret: s.clone(),
+            }))
+        });
+        repos.chain(tags)
+    }
+
+    /// Approximate size of a checkpoint of this state, in bytes.
+    pub fn checkpoint_bytes(&self) -> u64 {
+        let repos: u64 = self.repos.values().map(Repo::checkpoint_bytes).sum();
+        let tags: u64 = self.tags.values().map(|t| 1024 + t.len() as u64 * 1536).sum();
+        repos + tags
+    }
+
+    /// The tag entries that point at `repo/secret`.
+    pub fn links_to(&self, repo: &Name, secret: &Name) -> Vec<(Name, Name)> {
+        let mut out = Vec::new();
+        for (t, entries) in &self.tags {
+            for (e, (r, s)) in entries {
+                if r == repo && s == secret {
+                    out.push((t.clone(), e.clone()));
+                }
+            }
+        }
+        out
+    }
+}

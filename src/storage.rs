@@ -1,0 +1,140 @@
+//! The storage seam: every byte of a node file is read and written through [`Storage`].
+//!
+//! Production uses [`FileStorage`]; tests substitute backends that fail the N-th write or
+//! sync, tear a write at byte K, or stop as a power cut would.
+
+use std::fs::File;
+use std::io;
+
+/// Positional I/O on one node file.
+pub trait Storage: Send {
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Reads the whole file.
+    fn read_all(&self) -> io::Result<Vec<u8>>;
+    /// Writes `data` at `offset` (all of it, or an error).
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
+    /// Cuts the file to `len` bytes.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+    /// Makes every earlier write and truncation durable.
+    fn sync(&mut self) -> io::Result<()>;
+}
+
+/// A node file on a real filesystem.
+pub struct FileStorage {
+    file: File,
+}
+
+impl FileStorage {
+    /// Wraps an open file.
+    pub fn new(file: File) -> Self {
+        FileStorage { file }
+    }
+
+    /// The underlying file (for locking).
+    pub fn file(&self) -> &File {
+        &self.file
+    }
+}
+
+impl Storage for FileStorage {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn read_all(&self) -> io::Result<Vec<u8>> {
+        let len = usize::try_from(self.len()?).map_err(|_| io::Error::other("node file too large"))?;
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            let n = read_at(&self.file, &mut buf[done..], done as u64)?;
+            if n == 0 {
+                buf.truncate(done);
+                break;
+            }
+            done += n;
+        }
+        Ok(buf)
+    }
+
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut done = 0;
+        while done < data.len() {
+            let n = write_at(&self.file, &data[done..], offset + done as u64)?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        self.file.sync_all()
+    }
+}
+
+#[cfg(unix)]
+fn read_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::read_at(f, buf, off)
+}
+#[cfg(unix)]
+fn write_at(f: &File, buf: &[u8], off: u64) -> io::Result<usize> {
+    std::os::unix::fs::FileExt::write_at(f, buf, off)
+}
+#[cfg(windows)]
+fn read_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_read(f, buf, off)
+}
+#[cfg(windows)]
+fn write_at(f: &File, buf: &[u8], off: u64) -> io::Result<usize> {
+    std::os::windows::fs::FileExt::seek_write(f, buf, off)
+}
+
+/// Makes a directory entry durable (after creating a file in it). A no-op off Unix.
+pub fn sync_dir(dir: &std::path::Path) -> io::Result<()> {
+    #[cfg(unix)]
+    {
+        File::open(dir)?.sync_all()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// An in-memory node file, for tests and fuzzing.
+#[derive(Default, Clone)]
+pub struct MemStorage {
+    /// The file's bytes.
+    pub bytes: Vec<u8>,
+}
+
+impl Storage for MemStorage {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.bytes.len() as u64)
+    }
+    fn read_all(&self) -> io::Result<Vec<u8>> {
+        Ok(self.bytes.clone())
+    }
+    fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let end = offset as usize + data.len();
+        if self.bytes.len() < end {
+            self.bytes.resize(end, 0);
+        }
+        self.bytes[offset as usize..end].copy_from_slice(data);
+        Ok(())
+    }
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.bytes.resize(len as usize, 0);
+        Ok(())
+    }
+    fn sync(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
