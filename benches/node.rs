@@ -1,1 +1,2 @@
+//! Benchmarks (filled in by scripts/bench).
 fn main() {}

@@ -34,6 +34,7 @@
 
 #![deny(rustdoc::broken_intra_doc_links)]
 
+pub mod control;
 pub mod crypto;
 pub mod error;
 pub mod export;
@@ -42,9 +43,12 @@ pub mod git;
 pub mod name;
 pub mod node;
 pub mod password;
+#[cfg(unix)]
+pub mod runtime;
 pub mod secret;
 pub mod state;
 pub mod storage;
+pub mod vfs;
 
 pub use crypto::kdf::KdfParams;
 pub use error::{Error, Result};

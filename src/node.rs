@@ -288,20 +288,82 @@ impl Node {
         self.record(Record::RemoveRepo(repo.clone()))
     }
 
-    /// Renames `repo/from` to `repo/to`; tag entries follow. Refuses to overwrite.
-    pub fn rename(&mut self, repo: &Name, from: &Name, to: &Name) -> Result<()> {
+    /// Renames `repo/from` to `repo/to` in one commit; tag entries of `from` follow. With
+    /// `replace`, an existing `to` is overwritten (its own tag entries stay, now showing the
+    /// renamed content); without, an existing `to` is refused.
+    pub fn rename(&mut self, repo: &Name, from: &Name, to: &Name, replace: bool) -> Result<()> {
         let mut tree = self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.clone();
-        if tree.contains_key(to) {
+        if !tree.contains_key(from) {
+            return Err(Error::NotFound { what: format!("secret {repo}/{from}") });
+        }
+        if from == to {
+            return Ok(());
+        }
+        let replacing = tree.contains_key(to);
+        if replacing && !replace {
             return Err(Error::Exists { what: format!("secret {repo}/{to}") });
         }
-        let oid = tree.remove(from).ok_or_else(|| Error::NotFound { what: format!("secret {repo}/{from}") })?;
+        let oid = tree.remove(from).expect("checked above");
         tree.insert(to.clone(), oid);
         for (t, e) in self.state.links_to(repo, from) {
             self.record(Record::Link { tag: t, entry: e, repo: repo.clone(), secret: to.clone() })?;
         }
-        let message = [b"Rename ", from.as_bytes(), b" to ", to.as_bytes(), b"\n"].concat();
+        let verb: &[u8] = if replacing { b" replacing it" } else { b"" };
+        let message = [b"Rename ", from.as_bytes(), b" to ", to.as_bytes(), verb, b"\n"].concat();
         self.commit(repo, &tree, &message, Vec::new())?;
         Ok(())
+    }
+
+    /// Renames a repository (its history moves with it; tag entries follow). The cost is the
+    /// size of the repository: its objects are recorded again under the new name.
+    pub fn rename_repo(&mut self, from: &Name, to: &Name) -> Result<()> {
+        if from == to {
+            return Ok(());
+        }
+        if self.state.repos.contains_key(to) {
+            return Err(Error::Exists { what: format!("repository {to}") });
+        }
+        let r = self.repo(from)?;
+        let objects: Vec<(Oid, Vec<u8>)> = r.objects().map(|(o, z)| (*o, z.to_vec())).collect();
+        let head = r.head();
+        let links: Vec<(Name, Name, Name)> = self
+            .state
+            .tags
+            .iter()
+            .flat_map(|(t, es)| es.iter().filter(|(_, (rr, _))| rr == from).map(|(e, (_, s))| (t.clone(), e.clone(), s.clone())))
+            .collect();
+        self.record(Record::Repo(to.clone()))?;
+        for (oid, z) in objects {
+            self.record(Record::Object(to.clone(), oid, z))?;
+        }
+        if let Some(h) = head {
+            self.record(Record::Head(to.clone(), h))?;
+        }
+        for (tag, entry, secret) in links {
+            self.record(Record::Link { tag, entry, repo: to.clone(), secret })?;
+        }
+        self.record(Record::RemoveRepo(from.clone()))
+    }
+
+    /// Renames a tag, entries and all.
+    pub fn rename_tag(&mut self, from: &Name, to: &Name) -> Result<()> {
+        if from == to {
+            return Ok(());
+        }
+        if self.state.tags.contains_key(to) {
+            return Err(Error::Exists { what: format!("tag {to}") });
+        }
+        let entries = self.state.tags.get(from).ok_or_else(|| Error::NotFound { what: format!("tag {from}") })?.clone();
+        self.record(Record::Tag(to.clone()))?;
+        for (entry, (repo, secret)) in entries {
+            self.record(Record::Link { tag: to.clone(), entry, repo, secret })?;
+        }
+        self.record(Record::RemoveTag(from.clone()))
+    }
+
+    /// The blob id of `repo/secret` at the head, if it exists.
+    pub fn blob_id(&self, repo: &Name, secret: &Name) -> Option<Oid> {
+        self.state.repos.get(repo)?.tree().ok()?.get(secret).copied()
     }
 
     /// Adds tag entry `tag/entry` → `repo/secret`, creating the tag if needed.
@@ -445,6 +507,14 @@ impl Node {
         self.header = h;
         self.header_degraded = false;
         Ok(())
+    }
+
+    /// Drops the decrypted state and queued changes (zeroized as they drop). The node shows
+    /// as empty afterwards and must not be saved.
+    pub fn wipe(&mut self) {
+        self.state = State::default();
+        self.pending = journal::Writer::new();
+        self.access = Access::Read;
     }
 
     /// Whether one of the two header copies was damaged when the node was opened.

@@ -7,6 +7,7 @@ use std::fs::File;
 use std::io;
 
 /// Positional I/O on one node file.
+#[allow(clippy::len_without_is_empty)] // A node file is never empty: it has a header.
 pub trait Storage: Send {
     /// Current length in bytes.
     fn len(&self) -> io::Result<u64>;

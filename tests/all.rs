@@ -1,1 +1,10 @@
+//! Integration tests, compiled into one binary (see each module's doc for what it guards).
 
+mod util;
+
+mod cli;
+mod corruption;
+mod mount;
+mod mounted;
+mod roundtrip;
+mod vectors;

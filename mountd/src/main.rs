@@ -1,1 +1,331 @@
-fn main() {}
+//! `polykey-mountd`: the mount daemon. Holds one node decrypted in locked memory, presents it
+//! through the platform's filesystem adapter, answers CLI commands on a control socket, and
+//! writes everything out before it goes.
+//!
+//! Started by `polykey mount`, which passes the passphrase on standard input (a pipe) and reads
+//! one line from standard output: `ready`, or `error: <message>`.
+
+#[cfg(unix)]
+mod fuse;
+#[cfg(unix)]
+mod server;
+#[cfg(unix)]
+mod sys;
+#[cfg(windows)]
+mod winfsp;
+
+use polykey::vfs::Vfs;
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How often periodic work runs (grace-period commits, save retries, auto-lock).
+const TICK: Duration = Duration::from_millis(250);
+
+/// What the adapters, the control server and the main loop share.
+pub struct State {
+    /// The filesystem core; every access goes through this lock.
+    pub vfs: Mutex<Vfs>,
+    start: Instant,
+    last_access_ms: AtomicU64,
+}
+
+/// Shared state handle.
+pub type Shared = std::sync::Arc<State>;
+
+impl State {
+    /// Records an access (for `--lock-after`).
+    pub fn touch(&self) {
+        self.last_access_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        self.start.elapsed().saturating_sub(Duration::from_millis(self.last_access_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// Why the main loop wakes up.
+pub enum Event {
+    /// SIGTERM, SIGINT or SIGHUP.
+    Signal(i32),
+    /// The kernel ended the session (fusermount3 -u, umount).
+    Unmounted,
+    /// `polykey unmount`: reply on the channel once everything is written, or why not.
+    UnmountRequest(std::sync::mpsc::Sender<Result<(), String>>),
+    /// Periodic work.
+    Tick,
+}
+
+/// Writes a line to the log (standard error; a file in the background). Never a secret.
+pub fn log(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "polykey-mountd[{}]: {msg}", std::process::id());
+}
+
+struct Args {
+    node: PathBuf,
+    mountpoint: PathBuf,
+    foreground: bool,
+    lock_after: Option<Duration>,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut it = std::env::args_os().skip(1);
+    let (mut node, mut mountpoint, mut foreground, mut lock_after) = (None, None, false, None);
+    while let Some(a) = it.next() {
+        match a.to_str() {
+            Some("--node") => node = it.next().map(PathBuf::from),
+            Some("--mountpoint") => mountpoint = it.next().map(PathBuf::from),
+            Some("--foreground") => foreground = true,
+            Some("--lock-after") => {
+                let secs = it.next().and_then(|s| s.to_str()?.parse::<u64>().ok()).ok_or("--lock-after takes seconds")?;
+                lock_after = Some(Duration::from_secs(secs));
+            }
+            _ => return Err(format!("unexpected argument {a:?}; polykey-mountd is started by `polykey mount`")),
+        }
+    }
+    Ok(Args { node: node.ok_or("--node is required")?, mountpoint: mountpoint.ok_or("--mountpoint is required")?, foreground, lock_after })
+}
+
+fn main() -> ExitCode {
+    #[cfg(unix)]
+    {
+        unix::main()
+    }
+    #[cfg(windows)]
+    {
+        winfsp::main()
+    }
+}
+
+#[cfg(unix)]
+mod unix {
+    use super::*;
+    use polykey::runtime::{self, MountRecord};
+    use polykey::{Access, Node, Passphrase};
+    use std::io::Read;
+    use std::sync::mpsc;
+
+    /// Tells `polykey mount` how starting went (background mode), or the user (foreground).
+    fn report(foreground: bool, line: &str) {
+        if foreground {
+            if let Some(msg) = line.strip_prefix("error: ") {
+                eprintln!("polykey: {msg}");
+            }
+        } else {
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+
+    pub fn main() -> ExitCode {
+        let args = match parse_args() {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("polykey-mountd: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let fg = args.foreground;
+        let hardening = sys::harden();
+        if !fg {
+            sys::setsid();
+        }
+        sys::block_shutdown_signals();
+        match start(&args, &hardening) {
+            Ok(code) => code,
+            Err(msg) => {
+                report(fg, &format!("error: {msg}"));
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn open_log() -> Option<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let dir = runtime::dir().ok()?;
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(dir.join("mountd.log")).ok()
+    }
+
+    fn start(args: &Args, hardening: &sys::Hardening) -> Result<ExitCode, String> {
+        let mut pass = zeroize::Zeroizing::new(Vec::new());
+        std::io::stdin().read_to_end(&mut pass).map_err(|e| format!("cannot read the passphrase: {e}"))?;
+        let pass = Passphrase::new(std::mem::take(&mut *pass));
+        let node_path = std::fs::canonicalize(&args.node).map_err(|e| format!("node {}: {e}", args.node.display()))?;
+        let mountpoint = std::fs::canonicalize(&args.mountpoint).map_err(|e| format!("mountpoint {}: {e}", args.mountpoint.display()))?;
+        let node = Node::open(&node_path, &pass, Access::Write).map_err(|e| e.to_string())?;
+        drop(pass);
+        let shared: Shared = std::sync::Arc::new(State {
+            vfs: Mutex::new(Vfs::new(node, runtime::euid(), runtime::egid())),
+            start: Instant::now(),
+            last_access_ms: AtomicU64::new(0),
+        });
+        let (events_tx, events) = mpsc::channel::<Event>();
+        let (inval_tx, inval_rx) = mpsc::channel();
+        let (destroyed_tx, destroyed_rx) = mpsc::channel();
+        let listener = server::bind(&node_path).map_err(|e| format!("cannot create the control socket: {e}"))?;
+        let fs = fuse::FuseFs::new(shared.clone(), inval_tx.clone(), destroyed_tx);
+        let options = [
+            fuser::MountOption::FSName("polykey".into()),
+            fuser::MountOption::Subtype("polykey".into()),
+            fuser::MountOption::DefaultPermissions,
+            fuser::MountOption::NoDev,
+            fuser::MountOption::NoSuid,
+            fuser::MountOption::NoExec,
+            // Unmounts when this process dies, even by SIGKILL: no dead mount is left behind.
+            fuser::MountOption::AutoUnmount,
+        ];
+        let session =
+            fuser::Session::new(fs, &mountpoint, &options).map_err(|e| format!("cannot mount at {}: {e}", mountpoint.display()))?;
+        let bg = session.spawn().map_err(|e| format!("cannot start the session: {e}"))?;
+        fuse::spawn_notifier(bg.notifier(), inval_rx);
+        let record = MountRecord { pid: std::process::id(), node: node_path.clone(), mountpoint: mountpoint.clone() };
+        record.write().map_err(|e| format!("cannot record the mount: {e}"))?;
+        server::spawn(listener, shared.clone(), record.clone(), events_tx.clone(), inval_tx);
+        spawn_forwarders(events_tx, destroyed_rx);
+        report(args.foreground, "ready");
+        if !args.foreground {
+            if let Some(f) = open_log() {
+                let _ = sys::redirect_stderr(&f);
+            }
+        }
+        log(&format!("mounted {} at {}", node_path.display(), mountpoint.display()));
+        if let Some(note) = &hardening.memory_note {
+            log(note);
+        } else if hardening.memory_locked {
+            log("memory locked; core dumps disabled");
+        }
+        let code = run(&shared, &events, args.lock_after, bg, &mountpoint);
+        let _ = std::fs::remove_file(runtime::socket_path(&node_path).unwrap_or_default());
+        let _ = std::fs::remove_file(runtime::record_path(&node_path).unwrap_or_default());
+        log("stopped");
+        Ok(code)
+    }
+
+    fn spawn_forwarders(events: mpsc::Sender<Event>, destroyed: mpsc::Receiver<()>) {
+        let tx = events.clone();
+        std::thread::spawn(move || loop {
+            let sig = sys::wait_signal();
+            if tx.send(Event::Signal(sig)).is_err() {
+                break;
+            }
+        });
+        let tx = events.clone();
+        std::thread::spawn(move || {
+            if destroyed.recv().is_ok() {
+                let _ = tx.send(Event::Unmounted);
+            }
+        });
+        std::thread::spawn(move || loop {
+            std::thread::sleep(TICK);
+            if events.send(Event::Tick).is_err() {
+                break;
+            }
+        });
+    }
+
+    fn commit_all(shared: &Shared) -> Result<(), String> {
+        let mut vfs = shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        vfs.commit_all().map_err(|e| e.to_string())
+    }
+
+    /// Detaches the mount (lazily, so files still open keep working until closed).
+    fn detach(mountpoint: &std::path::Path) {
+        let ok = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(mountpoint).status().is_ok_and(|s| s.success());
+        if !ok {
+            let _ = std::process::Command::new("umount").arg("-l").arg(mountpoint).status();
+        }
+    }
+
+    /// The main loop: periodic work until asked to stop, then write out and unmount.
+    fn run(
+        shared: &Shared,
+        events: &mpsc::Receiver<Event>,
+        lock_after: Option<Duration>,
+        bg: fuser::BackgroundSession,
+        mountpoint: &std::path::Path,
+    ) -> ExitCode {
+        let mut stopping = false; // Asked to stop; waiting for the data to reach the disk.
+        let mut unmounted = false;
+        let mut failing = false;
+        for ev in events {
+            match ev {
+                Event::Tick => {
+                    let r = shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).tick();
+                    match (&r, failing) {
+                        (Err(e), false) => log(&format!("saving failed, will retry: {e}")),
+                        (Ok(()), true) => log("saving works again; everything is written"),
+                        _ => {}
+                    }
+                    failing = r.is_err();
+                    if let Some(limit) = lock_after {
+                        if !stopping && shared.idle() >= limit {
+                            log("idle for the --lock-after duration: locking");
+                            stopping = true;
+                        }
+                    }
+                }
+                Event::Signal(sig) => {
+                    log(&format!("signal {sig}: writing out and unmounting"));
+                    stopping = true;
+                }
+                Event::Unmounted => {
+                    unmounted = true;
+                    stopping = true;
+                }
+                Event::UnmountRequest(reply) => match commit_all(shared) {
+                    Ok(()) => {
+                        stopping = true;
+                        let _ = reply.send(Ok(()));
+                    }
+                    Err(e) => {
+                        log(&format!("unmount refused: {e}"));
+                        let _ = reply.send(Err(format!("cannot write the node, so the mount stays: {e}")));
+                    }
+                },
+            }
+            if stopping {
+                match commit_all(shared) {
+                    Ok(()) => break,
+                    Err(e) if !failing => {
+                        failing = true;
+                        log(&format!("cannot write out before unmounting, will retry: {e}"));
+                    }
+                    Err(_) => {}
+                }
+            }
+        }
+        if !unmounted {
+            detach(mountpoint);
+            // Files still open on the detached mount keep the session alive; wait for the
+            // kernel to end it, doing periodic work meanwhile.
+            for ev in events {
+                match ev {
+                    Event::Unmounted => break,
+                    Event::Tick => {
+                        let _ = shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).tick();
+                    }
+                    Event::UnmountRequest(reply) => {
+                        let _ = reply.send(Ok(()));
+                    }
+                    Event::Signal(_) => {}
+                }
+            }
+        }
+        // Whatever arrived through files that stayed open is written too; never give up on data.
+        while let Err(e) = commit_all(shared) {
+            if !failing {
+                log(&format!("cannot write out, will retry: {e}"));
+                failing = true;
+            }
+            std::thread::sleep(TICK);
+        }
+        drop(bg);
+        // Wipe every plaintext buffer and key now, not whenever the process ends.
+        shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).wipe();
+        ExitCode::SUCCESS
+    }
+}

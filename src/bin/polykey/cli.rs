@@ -78,4 +78,18 @@ pub enum Cmd {
     Log { repo: OsString, secret: Option<OsString> },
     /// Write the decrypted node as a tar archive to stdout (never to a terminal)
     Export,
+    /// Mount the node at MOUNTPOINT; returns once the mount is ready
+    Mount {
+        mountpoint: PathBuf,
+        /// Stay attached and log to stderr
+        #[arg(long)]
+        foreground: bool,
+        /// Unmount after this long without access (e.g. 90s, 15m, 2h)
+        #[arg(long, value_name = "DURATION")]
+        lock_after: Option<String>,
+    },
+    /// Write everything out, then unmount MOUNTPOINT
+    Unmount { mountpoint: PathBuf },
+    /// Show which nodes are mounted where, by which process
+    Status,
 }

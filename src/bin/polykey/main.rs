@@ -1,10 +1,13 @@
 //! The `polykey` command: a thin layer over the core library.
 
 mod cli;
+mod mount;
 
 use clap::Parser;
 use cli::{Cli, Cmd, Global};
+use polykey::control::{self, Request, Response};
 use polykey::password::{self, Sources};
+use polykey::runtime;
 use polykey::{Access, Error, KdfParams, Name, NameKind, Node, Passphrase};
 use std::ffi::OsStr;
 use std::io::{self, IsTerminal, Read, Write};
@@ -12,11 +15,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 /// Exit statuses (documented in docs/CLI.md).
-const EXIT_FAILURE: u8 = 1;
-const EXIT_USAGE: u8 = 2;
+pub(crate) const EXIT_FAILURE: u8 = 1;
+pub(crate) const EXIT_USAGE: u8 = 2;
 
 /// A CLI failure: the message line and the exit status.
-struct Failure(String, u8);
+pub(crate) struct Failure(pub(crate) String, pub(crate) u8);
 
 impl From<Error> for Failure {
     fn from(e: Error) -> Self {
@@ -78,7 +81,7 @@ fn node_path(g: &Global) -> Result<PathBuf, Failure> {
     Ok(data.join("polykey/default.node"))
 }
 
-fn sources(g: &Global) -> Sources {
+pub(crate) fn sources(g: &Global) -> Sources {
     Sources {
         file: g.password_file.clone(),
         command: g.password_command.clone(),
@@ -103,7 +106,12 @@ fn open(g: &Global, access: Access) -> Result<Node, Failure> {
         return Err(Error::NoNode { path }.into());
     }
     let pass = sources(g).resolve("Passphrase", false)?;
-    let node = Node::open(&path, &pass, access)?;
+    let node = Node::open(&path, &pass, access).map_err(|e| match (&e, runtime::find(&path)) {
+        (Error::Busy { .. }, Some(rec)) => {
+            Failure(format!("node {} is mounted at {} by process {}", path.display(), rec.mountpoint.display(), rec.pid), EXIT_FAILURE)
+        }
+        _ => e.into(),
+    })?;
     if node.header_degraded() && !g.quiet {
         eprintln!(
             "polykey: warning: one of the two header copies of {} is damaged; the next passphrase change or compaction repairs it",
@@ -136,19 +144,6 @@ fn json(out: &mut impl Write, value: &serde_json::Value) -> io::Result<()> {
     out.write_all(b"\n")
 }
 
-fn names(g: &Global, list: &[Name]) -> CliResult {
-    let mut out = io::BufWriter::new(io::stdout().lock());
-    if g.json {
-        let v: Vec<_> = list.iter().map(|n| serde_json::json!({ "name": n.display() })).collect();
-        json(&mut out, &serde_json::Value::Array(v))?;
-    } else {
-        for n in list {
-            out_line(&mut out, &[n.as_bytes()])?;
-        }
-    }
-    Ok(out.flush()?)
-}
-
 /// Formats Unix seconds as ISO 8601 UTC (civil-from-days, Howard Hinnant's algorithm).
 fn iso8601(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
@@ -164,69 +159,113 @@ fn iso8601(secs: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
+/// Runs a node command: through the mount daemon when the node is mounted, else in-process.
+fn dispatch(g: &Global, req: Request) -> Result<Response, Failure> {
+    let path = node_path(g)?;
+    if let Some(answer) = runtime::call(&path, &req) {
+        return match answer.map_err(|e| Failure(format!("mount daemon of {}: {e}", path.display()), EXIT_FAILURE))? {
+            Response::Failed(msg, usage) => Err(Failure(msg, if usage { EXIT_USAGE } else { EXIT_FAILURE })),
+            ok => Ok(ok),
+        };
+    }
+    let access = req.access();
+    let mut node = open(g, access)?;
+    let resp = control::execute(&mut node, req)?;
+    if access == Access::Write {
+        node.save()?;
+    }
+    Ok(resp)
+}
+
+/// Prints a command's answer as text or JSON.
+fn print(g: &Global, resp: Response) -> CliResult {
+    let mut out = io::BufWriter::new(io::stdout().lock());
+    match resp {
+        Response::Done | Response::Mounted(..) | Response::Failed(..) => {}
+        Response::Names(list) if g.json => {
+            let v: Vec<_> = list.iter().map(|n| serde_json::json!({ "name": n.display() })).collect();
+            json(&mut out, &serde_json::Value::Array(v))?;
+        }
+        Response::Names(list) => {
+            for n in list {
+                out_line(&mut out, &[n.as_bytes()])?;
+            }
+        }
+        Response::Entries(es) if g.json => {
+            let v: Vec<_> =
+                es.iter().map(|(e, r, s)| serde_json::json!({ "name": e.display(), "repo": r.display(), "secret": s.display() })).collect();
+            json(&mut out, &serde_json::Value::Array(v))?;
+        }
+        Response::Entries(es) => {
+            for (e, r, s) in es {
+                out_line(&mut out, &[e.as_bytes(), b" -> ", r.as_bytes(), b"/", s.as_bytes()])?;
+            }
+        }
+        Response::Data(d) => out.write_all(&d)?,
+        Response::Log(entries) if g.json => {
+            let v: Vec<_> = entries
+                .iter()
+                .map(|e| serde_json::json!({ "id": e.id.to_string(), "time": iso8601(e.time), "message": e.message }))
+                .collect();
+            json(&mut out, &serde_json::Value::Array(v))?;
+        }
+        Response::Log(entries) => {
+            for e in &entries {
+                writeln!(out, "{} {} {}", e.id, iso8601(e.time), e.message)?;
+            }
+        }
+    }
+    Ok(out.flush()?)
+}
+
+fn init(g: &Global) -> CliResult {
+    let path = node_path(g)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+        b.create(dir).map_err(|e| Error::io("cannot create directory", dir, e))?;
+    }
+    if path.exists() {
+        return Err(Error::NodeExists { path }.into());
+    }
+    let pass = new_passphrase(g, true)?;
+    Node::create(&path, &pass, kdf(g))?;
+    if !g.quiet {
+        eprintln!("polykey: created node {}", path.display());
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> CliResult {
     let g = &cli.global;
-    match cli.command {
-        Cmd::Init => {
-            let path = node_path(g)?;
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-                let mut b = std::fs::DirBuilder::new();
-                b.recursive(true);
-                #[cfg(unix)]
-                std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
-                b.create(dir).map_err(|e| Error::io("cannot create directory", dir, e))?;
-            }
-            if path.exists() {
-                return Err(Error::NodeExists { path }.into());
-            }
-            let pass = new_passphrase(g, true)?;
-            Node::create(&path, &pass, kdf(g))?;
-            if !g.quiet {
-                eprintln!("polykey: created node {}", path.display());
-            }
+    let req = match cli.command {
+        Cmd::Init => return init(g),
+        Cmd::Mount { mountpoint, foreground, lock_after } => {
+            return mount::mount(g, &node_path(g)?, &mountpoint, foreground, lock_after.as_deref())
         }
+        Cmd::Unmount { mountpoint } => return mount::unmount(g, &mountpoint),
+        Cmd::Status => return mount::status(g),
         Cmd::Passwd => {
-            let mut node = open(g, Access::Write)?;
-            let new = new_passphrase(g, false)?;
-            node.change_passphrase(&new, kdf(g))?;
-            if !g.quiet {
-                eprintln!("polykey: passphrase changed for {}", node.path().display());
-            }
-        }
-        Cmd::Ls { repo } => {
-            let node = open(g, Access::Read)?;
-            let list = match repo {
-                None => node.repos(),
-                Some(r) => node.secrets(&name(NameKind::Repo, &r)?)?,
-            };
-            names(g, &list)?;
-        }
-        Cmd::Tags { tag } => {
-            let node = open(g, Access::Read)?;
-            match tag {
-                None => names(g, &node.state().tags.keys().cloned().collect::<Vec<_>>())?,
-                Some(t) => {
-                    let t = name(NameKind::Tag, &t)?;
-                    let entries = node.state().tags.get(&t).ok_or_else(|| Error::NotFound { what: format!("tag {t}") })?;
-                    let mut out = io::BufWriter::new(io::stdout().lock());
-                    if g.json {
-                        let v: Vec<_> = entries
-                            .iter()
-                            .map(|(e, (r, s))| serde_json::json!({ "name": e.display(), "repo": r.display(), "secret": s.display() }))
-                            .collect();
-                        json(&mut out, &serde_json::Value::Array(v))?;
-                    } else {
-                        for (e, (r, s)) in entries {
-                            out_line(&mut out, &[e.as_bytes(), b" -> ", r.as_bytes(), b"/", s.as_bytes()])?;
-                        }
-                    }
-                    out.flush()?;
+            let path = node_path(g)?;
+            if runtime::find(&path).is_some() {
+                // The daemon holds the node; it re-wraps the key for us.
+                Request::Passwd(new_passphrase(g, false)?)
+            } else {
+                let mut node = open(g, Access::Write)?;
+                let new = new_passphrase(g, false)?;
+                node.change_passphrase(&new, kdf(g))?;
+                if !g.quiet {
+                    eprintln!("polykey: passphrase changed for {}", node.path().display());
                 }
+                return Ok(());
             }
         }
+        Cmd::Ls { repo } => Request::Ls(repo.map(|r| name(NameKind::Repo, &r)).transpose()?),
+        Cmd::Tags { tag } => Request::Tags(tag.map(|t| name(NameKind::Tag, &t)).transpose()?),
         Cmd::Put { path } => {
             let (repo, secret) = secret_path(&path)?;
-            let mut node = open(g, Access::Write)?;
             if io::stdin().is_terminal() && !g.quiet {
                 eprintln!("polykey: reading the secret from standard input; end it with Ctrl-D");
             }
@@ -237,35 +276,22 @@ fn run(cli: Cli) -> CliResult {
                 .take(limit + 1)
                 .read_to_end(&mut data)
                 .map_err(|e| Failure(format!("cannot read standard input: {e}"), EXIT_FAILURE))?;
-            node.put(&repo, &secret, &data)?;
-            node.save()?;
+            Request::Put(repo, secret, data)
         }
         Cmd::Get { path } => {
             let (repo, secret) = secret_path(&path)?;
-            let node = open(g, Access::Read)?;
-            let data = node.get(&repo, &secret)?;
-            let mut out = io::stdout().lock();
-            out.write_all(&data)?;
-            out.flush()?;
+            Request::Get(repo, secret)
         }
-        Cmd::Rm { recursive, path } => {
-            let mut node;
-            if recursive {
-                let repo = name(NameKind::Repo, &path)?;
-                node = open(g, Access::Write)?;
-                node.remove_repo(&repo)?;
-            } else {
-                if !bytes(&path).contains(&b'/') {
-                    return Err(Failure(
-                        format!("{} is a repository: use `polykey rm -r {0}` to remove it whole", path.to_string_lossy()),
-                        EXIT_USAGE,
-                    ));
-                }
-                let (repo, secret) = secret_path(&path)?;
-                node = open(g, Access::Write)?;
-                node.remove(&repo, &secret)?;
+        Cmd::Rm { recursive: true, path } => Request::RmRepo(name(NameKind::Repo, &path)?),
+        Cmd::Rm { recursive: false, path } => {
+            if !bytes(&path).contains(&b'/') {
+                return Err(Failure(
+                    format!("{} is a repository: use `polykey rm -r {0}` to remove it whole", path.to_string_lossy()),
+                    EXIT_USAGE,
+                ));
             }
-            node.save()?;
+            let (repo, secret) = secret_path(&path)?;
+            Request::Rm(repo, secret)
         }
         Cmd::Mv { from, to } => {
             let (repo, a) = secret_path(&from)?;
@@ -276,9 +302,7 @@ fn run(cli: Cli) -> CliResult {
                     EXIT_USAGE,
                 ));
             }
-            let mut node = open(g, Access::Write)?;
-            node.rename(&repo, &a, &b)?;
-            node.save()?;
+            Request::Mv(repo, a, b)
         }
         Cmd::Tag { tag, path, name: entry } => {
             let t = name(NameKind::Tag, &tag)?;
@@ -287,35 +311,10 @@ fn run(cli: Cli) -> CliResult {
                 Some(e) => name(NameKind::TagEntry, &e)?,
                 None => Name::new(NameKind::TagEntry, secret.as_bytes())?,
             };
-            let mut node = open(g, Access::Write)?;
-            node.tag(&t, &e, &repo, &secret)?;
-            node.save()?;
+            Request::Tag(t, e, repo, secret)
         }
-        Cmd::Untag { tag, name: entry } => {
-            let (t, e) = (name(NameKind::Tag, &tag)?, name(NameKind::TagEntry, &entry)?);
-            let mut node = open(g, Access::Write)?;
-            node.untag(&t, &e, true)?;
-            node.save()?;
-        }
-        Cmd::Log { repo, secret } => {
-            let repo = name(NameKind::Repo, &repo)?;
-            let secret = secret.map(|s| name(NameKind::Secret, &s)).transpose()?;
-            let node = open(g, Access::Read)?;
-            let entries = node.log(&repo, secret.as_ref())?;
-            let mut out = io::BufWriter::new(io::stdout().lock());
-            if g.json {
-                let v: Vec<_> = entries
-                    .iter()
-                    .map(|e| serde_json::json!({ "id": e.id.to_string(), "time": iso8601(e.time), "message": e.message }))
-                    .collect();
-                json(&mut out, &serde_json::Value::Array(v))?;
-            } else {
-                for e in &entries {
-                    writeln!(out, "{} {} {}", e.id, iso8601(e.time), e.message)?;
-                }
-            }
-            out.flush()?;
-        }
+        Cmd::Untag { tag, name: entry } => Request::Untag(name(NameKind::Tag, &tag)?, name(NameKind::TagEntry, &entry)?),
+        Cmd::Log { repo, secret } => Request::Log(name(NameKind::Repo, &repo)?, secret.map(|s| name(NameKind::Secret, &s)).transpose()?),
         Cmd::Export => {
             if io::stdout().is_terminal() {
                 return Err(Failure(
@@ -323,13 +322,11 @@ fn run(cli: Cli) -> CliResult {
                     EXIT_USAGE,
                 ));
             }
-            let node = open(g, Access::Read)?;
-            let out = io::BufWriter::new(io::stdout().lock());
-            let mut out = polykey::export::export(node.state(), out).map_err(|e| Failure(e.to_string(), EXIT_FAILURE))?;
-            out.flush()?;
+            Request::Export
         }
-    }
-    Ok(())
+    };
+    let resp = dispatch(g, req)?;
+    print(g, resp)
 }
 
 #[cfg(test)]

@@ -1,0 +1,305 @@
+//! The FUSE adapter: translates kernel requests to [`Vfs`] calls and back. No decisions here.
+
+use crate::Shared;
+use fuser::{
+    FileAttr, FileType, Filesystem, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, Request, TimeOrNow,
+};
+use polykey::vfs::{Attr, FsError, Ino, Invalidation, Kind, SetAttr};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+use std::sync::mpsc::Sender;
+use std::time::{Duration, SystemTime};
+
+/// Entry and attribute cache lifetime. Zero: the kernel asks again each time, so a rename
+/// over a secret or a change through another path is seen at once on every path.
+const TTL: Duration = Duration::ZERO;
+
+/// The filesystem as fuser sees it.
+pub struct FuseFs {
+    shared: Shared,
+    invalidate: Sender<Invalidation>,
+    destroyed: Sender<()>,
+}
+
+impl FuseFs {
+    pub fn new(shared: Shared, invalidate: Sender<Invalidation>, destroyed: Sender<()>) -> Self {
+        FuseFs { shared, invalidate, destroyed }
+    }
+
+    /// Runs `f` on the filesystem core, then queues the cache invalidations it produced.
+    fn with<T>(&self, f: impl FnOnce(&mut polykey::vfs::Vfs) -> T) -> T {
+        self.shared.touch();
+        let mut vfs = self.shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let out = f(&mut vfs);
+        for inv in vfs.take_invalidations() {
+            let _ = self.invalidate.send(inv);
+        }
+        out
+    }
+}
+
+/// The errno for each core error kind.
+pub fn errno(e: &FsError) -> i32 {
+    match e {
+        FsError::NotFound => libc::ENOENT,
+        FsError::Exists => libc::EEXIST,
+        FsError::NotEmpty => libc::ENOTEMPTY,
+        FsError::NotDir => libc::ENOTDIR,
+        FsError::IsDir => libc::EISDIR,
+        FsError::InvalidName | FsError::Unsupported => libc::EINVAL,
+        FsError::NameTooLong => libc::ENAMETOOLONG,
+        FsError::NotPermitted => libc::EPERM,
+        FsError::CrossDevice => libc::EXDEV,
+        FsError::TooLarge => libc::EFBIG,
+        FsError::Io(msg) => {
+            crate::log(&format!("I/O error: {msg}"));
+            libc::EIO
+        }
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: a.ino,
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.ctime,
+        crtime: a.ctime,
+        kind: match a.kind {
+            Kind::Dir => FileType::Directory,
+            Kind::File => FileType::RegularFile,
+            Kind::Symlink => FileType::Symlink,
+        },
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+fn time(t: TimeOrNow) -> SystemTime {
+    match t {
+        TimeOrNow::SpecificTime(t) => t,
+        TimeOrNow::Now => SystemTime::now(),
+    }
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request<'_>, config: &mut fuser::KernelConfig) -> Result<(), libc::c_int> {
+        // O_TRUNC then arrives with open, so truncate-and-write is one logical save.
+        let _ = config.add_capabilities(fuser::consts::FUSE_ATOMIC_O_TRUNC);
+        Ok(())
+    }
+
+    fn destroy(&mut self) {
+        let _ = self.destroyed.send(());
+    }
+
+    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
+        match self.with(|v| v.lookup(parent, name.as_bytes())) {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn forget(&mut self, _req: &Request<'_>, ino: u64, _nlookup: u64) {
+        self.with(|v| v.forget(ino));
+    }
+
+    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
+        match self.with(|v| v.getattr(ino)) {
+            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn setattr(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<u64>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<u32>,
+        reply: ReplyAttr,
+    ) {
+        let set = SetAttr { size, mtime: mtime.map(time), mode, uid, gid };
+        match self.with(|v| v.setattr(ino, set)) {
+            Ok(a) => reply.attr(&TTL, &file_attr(&a)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
+        match self.with(|v| v.readlink(ino)) {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn mknod(&mut self, _req: &Request<'_>, _parent: u64, _name: &OsStr, _mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
+        reply.error(libc::EPERM);
+    }
+
+    fn mkdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        match self.with(|v| v.mkdir(parent, name.as_bytes())) {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        match self.with(|v| v.unlink(parent, name.as_bytes())) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
+        match self.with(|v| v.rmdir(parent, name.as_bytes())) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn symlink(&mut self, _req: &Request<'_>, parent: u64, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        match self.with(|v| v.symlink(parent, link_name.as_bytes(), target.as_os_str().as_bytes())) {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rename(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, newparent: u64, newname: &OsStr, flags: u32, reply: ReplyEmpty) {
+        match self.with(|v| v.rename(parent, name.as_bytes(), newparent, newname.as_bytes(), flags)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn link(&mut self, _req: &Request<'_>, ino: u64, newparent: u64, newname: &OsStr, reply: ReplyEntry) {
+        match self.with(|v| v.link(ino, newparent, newname.as_bytes())) {
+            Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        match self.with(|v| v.open(ino, flags & libc::O_TRUNC != 0)) {
+            Ok(()) => reply.opened(ino, 0),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn read(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, size: u32, _flags: i32, _lock: Option<u64>, reply: ReplyData) {
+        match self.with(|v| v.read(ino, offset.max(0) as u64, size)) {
+            Ok(d) => reply.data(&zeroize::Zeroizing::new(d)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn write(
+        &mut self,
+        _req: &Request<'_>,
+        ino: u64,
+        _fh: u64,
+        offset: i64,
+        data: &[u8],
+        _wf: u32,
+        _flags: i32,
+        _lock: Option<u64>,
+        reply: ReplyWrite,
+    ) {
+        match self.with(|v| v.write(ino, offset.max(0) as u64, data)) {
+            Ok(n) => reply.written(n),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn flush(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _lock_owner: u64, reply: ReplyEmpty) {
+        match self.with(|v| v.flush(ino)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn release(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _flags: i32, _lock: Option<u64>, _flush: bool, reply: ReplyEmpty) {
+        match self.with(|v| v.release(ino)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
+        match self.with(|v| v.fsync(ino)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn readdir(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, mut reply: ReplyDirectory) {
+        let entries = match self.with(|v| v.readdir(ino)) {
+            Ok(e) => e,
+            Err(e) => return reply.error(errno(&e)),
+        };
+        let dots = [(ino, Kind::Dir, b".".to_vec()), (ino, Kind::Dir, b"..".to_vec())];
+        for (i, (ino, kind, name)) in dots.into_iter().chain(entries).enumerate().skip(offset.max(0) as usize) {
+            let kind = match kind {
+                Kind::Dir => FileType::Directory,
+                Kind::File => FileType::RegularFile,
+                Kind::Symlink => FileType::Symlink,
+            };
+            if reply.add(ino, (i + 1) as i64, kind, OsStr::from_bytes(&name)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn fsyncdir(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
+        match self.with(|v| v.fsync(ino)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+        let s = self.with(|v| v.statfs());
+        reply.statfs(s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize);
+    }
+
+    fn create(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, _mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
+        match self.with(|v| v.create(parent, name.as_bytes())) {
+            Ok(a) => reply.created(&TTL, &file_attr(&a), 0, a.ino, 0),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+}
+
+/// Sends queued invalidations to the kernel from their own thread: sending one from inside a
+/// request handler can deadlock on the folder lock the kernel holds for that request.
+pub fn spawn_notifier(notifier: fuser::Notifier, rx: std::sync::mpsc::Receiver<Invalidation>) {
+    std::thread::spawn(move || {
+        for inv in rx {
+            // ENOENT means the kernel had nothing cached: fine.
+            let _ = match inv {
+                Invalidation::Inode(ino) => notifier.inval_inode(ino as Ino, 0, 0),
+                Invalidation::Entry(parent, name) => notifier.inval_entry(parent, OsStr::from_bytes(&name)),
+            };
+        }
+    });
+}

@@ -1,0 +1,93 @@
+//! The control socket: CLI commands on a mounted node go through the daemon that holds it.
+//!
+//! The socket lives in the user's private runtime folder (0700) and is itself 0600; each
+//! connection's peer user id is checked against ours as well.
+
+use crate::{log, Event, Shared};
+use polykey::control::{self, read_message, write_message, Request, Response};
+use polykey::runtime::{self, MountRecord};
+use polykey::vfs::Invalidation;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+/// Binds the node's control socket, replacing a stale one left by a dead daemon.
+pub fn bind(node: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = runtime::socket_path(node)?;
+    if path.exists() {
+        if UnixStream::connect(&path).is_ok() {
+            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another daemon answers for this node"));
+        }
+        std::fs::remove_file(&path)?;
+    }
+    let listener = UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves connections, one thread each.
+pub fn spawn(listener: UnixListener, shared: Shared, record: MountRecord, events: Sender<Event>, invalidate: Sender<Invalidation>) {
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (shared, record, events, invalidate) = (shared.clone(), record.clone(), events.clone(), invalidate.clone());
+            std::thread::spawn(move || {
+                if let Err(e) = serve(stream, &shared, &record, &events, &invalidate) {
+                    log(&format!("control connection: {e}"));
+                }
+            });
+        }
+    });
+}
+
+fn serve(
+    mut stream: UnixStream,
+    shared: &Shared,
+    record: &MountRecord,
+    events: &Sender<Event>,
+    invalidate: &Sender<Invalidation>,
+) -> std::io::Result<()> {
+    if crate::sys::peer_uid(&stream)? != runtime::euid() {
+        return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "peer is another user"));
+    }
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    while let Some(body) = read_message(&mut stream)? {
+        let req = Request::decode(&body)?;
+        let resp = answer(req, shared, record, events, invalidate);
+        write_message(&mut stream, &resp.encode())?;
+    }
+    Ok(())
+}
+
+fn answer(req: Request, shared: &Shared, record: &MountRecord, events: &Sender<Event>, invalidate: &Sender<Invalidation>) -> Response {
+    use std::os::unix::ffi::OsStrExt;
+    match req {
+        Request::Status => {
+            Response::Mounted(record.pid, record.node.as_os_str().as_bytes().to_vec(), record.mountpoint.as_os_str().as_bytes().to_vec())
+        }
+        Request::Unmount => {
+            let (tx, rx) = std::sync::mpsc::channel();
+            if events.send(Event::UnmountRequest(tx)).is_err() {
+                return Response::Failed("the daemon is stopping".into(), false);
+            }
+            match rx.recv() {
+                Ok(Ok(())) => Response::Done,
+                Ok(Err(msg)) => Response::Failed(msg, false),
+                Err(_) => Response::Failed("the daemon is stopping".into(), false),
+            }
+        }
+        req => {
+            shared.touch();
+            let mut vfs = shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let out = vfs.with_node(|node| control::execute(node, req));
+            for inv in vfs.take_invalidations() {
+                let _ = invalidate.send(inv);
+            }
+            match out {
+                Ok(r) => r,
+                Err(e) => Response::Failed(e.to_string(), e.is_usage()),
+            }
+        }
+    }
+}

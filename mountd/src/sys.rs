@@ -1,0 +1,127 @@
+//! The few operating-system calls std does not offer: memory locking, core-dump and ptrace
+//! protection, session and signal handling, peer credentials. The only unsafe code here.
+
+#![allow(unsafe_code)]
+
+use std::io;
+
+/// What hardening achieved, for the log.
+pub struct Hardening {
+    /// Whether all present and future memory is locked against swapping.
+    pub memory_locked: bool,
+    /// Why not, if not.
+    pub memory_note: Option<String>,
+}
+
+/// Disables core dumps and ptrace/`/proc/PID/mem` access by other processes, and locks memory
+/// where the limit allows (an unlimited or ≥ 4 GiB RLIMIT_MEMLOCK).
+pub fn harden() -> Hardening {
+    // SAFETY: plain syscalls with valid, stack-owned arguments.
+    unsafe {
+        let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::setrlimit(libc::RLIMIT_CORE, &zero);
+        #[cfg(target_os = "linux")]
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim);
+        // A privileged daemon may lift the limit; anyone may raise the soft limit to the hard one.
+        let unlimited = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) != 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim);
+        }
+        libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim);
+        // With MCL_FUTURE every later allocation must fit the limit, or it fails: lock only
+        // when the limit cannot starve the daemon.
+        if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < (4 << 30) {
+            return Hardening {
+                memory_locked: false,
+                memory_note: Some(format!(
+                    "RLIMIT_MEMLOCK is {} bytes; memory is not locked and may be swapped (raise it with `ulimit -l unlimited`)",
+                    lim.rlim_cur
+                )),
+            };
+        }
+        if libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) != 0 {
+            return Hardening { memory_locked: false, memory_note: Some(format!("mlockall failed: {}", io::Error::last_os_error())) };
+        }
+    }
+    Hardening { memory_locked: true, memory_note: None }
+}
+
+/// Starts a new session, detaching from the controlling terminal.
+pub fn setsid() {
+    // SAFETY: setsid has no memory-safety preconditions; failure (already a leader) is harmless.
+    unsafe {
+        libc::setsid();
+    }
+}
+
+/// Points standard error at `file` (the background daemon's log).
+pub fn redirect_stderr(file: &std::fs::File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: both descriptors are valid for the duration of the call.
+    if unsafe { libc::dup2(file.as_raw_fd(), 2) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn shutdown_set() -> libc::sigset_t {
+    // SAFETY: the set is initialised by sigemptyset before use.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Blocks SIGTERM, SIGINT and SIGHUP in this thread and every thread it starts afterwards,
+/// so that [`wait_signal`] receives them.
+pub fn block_shutdown_signals() {
+    let set = shutdown_set();
+    // SAFETY: `set` is a valid signal set.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Waits for one of the blocked shutdown signals; returns its number.
+pub fn wait_signal() -> i32 {
+    let set = shutdown_set();
+    let mut sig = 0;
+    // SAFETY: `set` and `sig` are valid for the call.
+    unsafe {
+        libc::sigwait(&set, &mut sig);
+    }
+    sig
+}
+
+/// The user id of the process at the other end of a Unix socket.
+pub fn peer_uid(stream: &std::os::unix::net::UnixStream) -> io::Result<u32> {
+    use std::os::fd::AsRawFd;
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: `cred` is a properly sized out-buffer for SO_PEERCRED.
+        unsafe {
+            let mut cred: libc::ucred = std::mem::zeroed();
+            let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+            if libc::getsockopt(stream.as_raw_fd(), libc::SOL_SOCKET, libc::SO_PEERCRED, (&raw mut cred).cast(), &mut len) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(cred.uid)
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let (mut uid, mut gid) = (0, 0);
+        // SAFETY: out-parameters are valid.
+        if unsafe { libc::getpeereid(stream.as_raw_fd(), &mut uid, &mut gid) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(uid)
+    }
+}

@@ -1,0 +1,358 @@
+//! Commands on a node as data: executed in-process by the CLI, or sent to the mount daemon
+//! over its control socket when the node is mounted. One [`execute`] serves both, so a command
+//! means the same thing either way.
+//!
+//! Wire format (private to one build; client and daemon ship together): each message is a
+//! `u32` little-endian length, then an opcode byte, then fields, each a `u32` length and bytes.
+
+use crate::error::{Error, Result};
+use crate::name::{Name, NameKind};
+use crate::node::{Access, LogEntry, Node};
+use crate::secret::{Passphrase, SecretBytes};
+use std::io::{self, Read, Write};
+use zeroize::Zeroizing;
+
+/// Largest message accepted (a secret of the maximum size plus framing, or an export).
+const MAX_MESSAGE_BYTES: u32 = 1 << 30;
+
+/// A command on a node.
+#[derive(Debug)]
+pub enum Request {
+    /// List repositories, or the secrets of one.
+    Ls(Option<Name>),
+    /// List tags, or the entries of one.
+    Tags(Option<Name>),
+    /// Store a secret.
+    Put(Name, Name, SecretBytes),
+    /// Read a secret.
+    Get(Name, Name),
+    /// Remove a secret.
+    Rm(Name, Name),
+    /// Remove a repository.
+    RmRepo(Name),
+    /// Rename a secret within its repository.
+    Mv(Name, Name, Name),
+    /// Tag a secret: tag, entry, repository, secret.
+    Tag(Name, Name, Name, Name),
+    /// Remove a tag entry.
+    Untag(Name, Name),
+    /// History of a repository (or of one secret).
+    Log(Name, Option<Name>),
+    /// The decrypted tar archive.
+    Export,
+    /// Change the passphrase.
+    Passwd(Passphrase),
+    /// (Daemon only) where this node is mounted and by whom.
+    Status,
+    /// (Daemon only) write everything out and unmount.
+    Unmount,
+}
+
+/// The answer to a [`Request`].
+#[derive(Debug)]
+pub enum Response {
+    /// Done, nothing to show.
+    Done,
+    /// A list of names.
+    Names(Vec<Name>),
+    /// Tag entries: (entry, repository, secret).
+    Entries(Vec<(Name, Name, Name)>),
+    /// Bytes (a secret, or an export).
+    Data(SecretBytes),
+    /// History, newest first.
+    Log(Vec<LogEntry>),
+    /// A mount: daemon pid, node path, mountpoint.
+    Mounted(u32, Vec<u8>, Vec<u8>),
+    /// The command failed: its message, and whether it is a usage error.
+    Failed(String, bool),
+}
+
+impl Request {
+    /// Whether the command changes the node.
+    pub fn access(&self) -> Access {
+        match self {
+            Request::Ls(_) | Request::Tags(_) | Request::Get(..) | Request::Log(..) | Request::Export | Request::Status => Access::Read,
+            _ => Access::Write,
+        }
+    }
+}
+
+fn not_found(what: String) -> Error {
+    Error::NotFound { what }
+}
+
+/// Executes `req` on `node` (without saving: the caller saves after a write).
+pub fn execute(node: &mut Node, req: Request) -> Result<Response> {
+    Ok(match req {
+        Request::Ls(None) => Response::Names(node.repos()),
+        Request::Ls(Some(r)) => Response::Names(node.secrets(&r)?),
+        Request::Tags(None) => Response::Names(node.state().tags.keys().cloned().collect()),
+        Request::Tags(Some(t)) => {
+            let entries = node.state().tags.get(&t).ok_or_else(|| not_found(format!("tag {t}")))?;
+            Response::Entries(entries.iter().map(|(e, (r, s))| (e.clone(), r.clone(), s.clone())).collect())
+        }
+        Request::Put(r, s, data) => {
+            node.put(&r, &s, &data)?;
+            Response::Done
+        }
+        Request::Get(r, s) => Response::Data(node.get(&r, &s)?),
+        Request::Rm(r, s) => {
+            node.remove(&r, &s)?;
+            Response::Done
+        }
+        Request::RmRepo(r) => {
+            node.remove_repo(&r)?;
+            Response::Done
+        }
+        Request::Mv(r, a, b) => {
+            node.rename(&r, &a, &b, false)?;
+            Response::Done
+        }
+        Request::Tag(t, e, r, s) => {
+            node.tag(&t, &e, &r, &s)?;
+            Response::Done
+        }
+        Request::Untag(t, e) => {
+            node.untag(&t, &e, true)?;
+            Response::Done
+        }
+        Request::Log(r, s) => Response::Log(node.log(&r, s.as_ref())?),
+        Request::Export => {
+            let out = crate::export::export(node.state(), Vec::new())
+                .map_err(|e| Error::Corrupt { node: node.path().to_owned(), what: e.to_string() })?;
+            Response::Data(Zeroizing::new(out))
+        }
+        Request::Passwd(p) => {
+            node.change_passphrase(&p, crate::KdfParams::default())?;
+            Response::Done
+        }
+        Request::Status | Request::Unmount => return Err(Error::Passphrase("this command needs the mount daemon".into())),
+    })
+}
+
+/// Encodes messages.
+struct Enc(Zeroizing<Vec<u8>>);
+
+impl Enc {
+    fn new(op: u8) -> Enc {
+        let mut v = Zeroizing::new(Vec::new());
+        v.extend_from_slice(&[0, 0, 0, 0, op]);
+        Enc(v)
+    }
+    fn field(mut self, b: &[u8]) -> Enc {
+        self.0.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        self.0.extend_from_slice(b);
+        self
+    }
+    fn name(self, n: &Name) -> Enc {
+        self.field(n.as_bytes())
+    }
+    fn opt(self, n: &Option<Name>) -> Enc {
+        self.field(n.as_ref().map_or(&[][..], |n| n.as_bytes()))
+    }
+    fn finish(mut self) -> Zeroizing<Vec<u8>> {
+        let len = (self.0.len() - 4) as u32;
+        self.0[..4].copy_from_slice(&len.to_le_bytes());
+        self.0
+    }
+}
+
+/// Decodes messages.
+struct Dec<'a>(&'a [u8]);
+
+fn bad() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, "malformed control message")
+}
+
+impl Dec<'_> {
+    fn field(&mut self) -> io::Result<&[u8]> {
+        let len = u32::from_le_bytes(self.0.get(..4).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+        let (f, rest) = self.0.get(4..).ok_or_else(bad)?.split_at_checked(len).ok_or_else(bad)?;
+        self.0 = rest;
+        Ok(f)
+    }
+    fn name(&mut self, kind: NameKind) -> io::Result<Name> {
+        Name::new(kind, self.field()?).map_err(|_| bad())
+    }
+    fn opt(&mut self, kind: NameKind) -> io::Result<Option<Name>> {
+        let f = self.field()?;
+        if f.is_empty() {
+            return Ok(None);
+        }
+        Name::new(kind, f).map(Some).map_err(|_| bad())
+    }
+    fn u32(&mut self) -> io::Result<u32> {
+        Ok(u32::from_le_bytes(self.field()?.try_into().map_err(|_| bad())?))
+    }
+}
+
+use NameKind::{Repo, Secret, Tag, TagEntry};
+
+impl Request {
+    /// The request as one message.
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        match self {
+            Request::Ls(r) => Enc::new(1).opt(r),
+            Request::Tags(t) => Enc::new(2).opt(t),
+            Request::Put(r, s, d) => Enc::new(3).name(r).name(s).field(d),
+            Request::Get(r, s) => Enc::new(4).name(r).name(s),
+            Request::Rm(r, s) => Enc::new(5).name(r).name(s),
+            Request::RmRepo(r) => Enc::new(6).name(r),
+            Request::Mv(r, a, b) => Enc::new(7).name(r).name(a).name(b),
+            Request::Tag(t, e, r, s) => Enc::new(8).name(t).name(e).name(r).name(s),
+            Request::Untag(t, e) => Enc::new(9).name(t).name(e),
+            Request::Log(r, s) => Enc::new(10).name(r).opt(s),
+            Request::Export => Enc::new(11),
+            Request::Passwd(p) => Enc::new(12).field(p.expose()),
+            Request::Status => Enc::new(13),
+            Request::Unmount => Enc::new(14),
+        }
+        .finish()
+    }
+
+    /// Parses a message body (after the length).
+    pub fn decode(body: &[u8]) -> io::Result<Request> {
+        let (&op, rest) = body.split_first().ok_or_else(bad)?;
+        let mut d = Dec(rest);
+        Ok(match op {
+            1 => Request::Ls(d.opt(Repo)?),
+            2 => Request::Tags(d.opt(Tag)?),
+            3 => Request::Put(d.name(Repo)?, d.name(Secret)?, Zeroizing::new(d.field()?.to_vec())),
+            4 => Request::Get(d.name(Repo)?, d.name(Secret)?),
+            5 => Request::Rm(d.name(Repo)?, d.name(Secret)?),
+            6 => Request::RmRepo(d.name(Repo)?),
+            7 => Request::Mv(d.name(Repo)?, d.name(Secret)?, d.name(Secret)?),
+            8 => Request::Tag(d.name(Tag)?, d.name(TagEntry)?, d.name(Repo)?, d.name(Secret)?),
+            9 => Request::Untag(d.name(Tag)?, d.name(TagEntry)?),
+            10 => Request::Log(d.name(Repo)?, d.opt(Secret)?),
+            11 => Request::Export,
+            12 => Request::Passwd(Passphrase::new(d.field()?.to_vec())),
+            13 => Request::Status,
+            14 => Request::Unmount,
+            _ => return Err(bad()),
+        })
+    }
+}
+
+impl Response {
+    /// The response as one message.
+    pub fn encode(&self) -> Zeroizing<Vec<u8>> {
+        match self {
+            Response::Done => Enc::new(1),
+            Response::Names(ns) => ns.iter().fold(Enc::new(2), Enc::name),
+            Response::Entries(es) => es.iter().fold(Enc::new(3), |e, (a, b, c)| e.name(a).name(b).name(c)),
+            Response::Data(d) => Enc::new(4).field(d),
+            Response::Log(ls) => {
+                ls.iter().fold(Enc::new(5), |e, l| e.field(l.id.as_bytes()).field(&l.time.to_le_bytes()).field(l.message.as_bytes()))
+            }
+            Response::Mounted(pid, node, mnt) => Enc::new(6).field(&pid.to_le_bytes()).field(node).field(mnt),
+            Response::Failed(m, usage) => Enc::new(7).field(m.as_bytes()).field(&[u8::from(*usage)]),
+        }
+        .finish()
+    }
+
+    /// Parses a message body (after the length).
+    pub fn decode(body: &[u8]) -> io::Result<Response> {
+        let (&op, rest) = body.split_first().ok_or_else(bad)?;
+        let mut d = Dec(rest);
+        let mut list = Vec::new();
+        Ok(match op {
+            1 => Response::Done,
+            2 => {
+                while !d.0.is_empty() {
+                    list.push(d.name(TagEntry)?);
+                }
+                Response::Names(list)
+            }
+            3 => {
+                let mut es = Vec::new();
+                while !d.0.is_empty() {
+                    es.push((d.name(TagEntry)?, d.name(Repo)?, d.name(Secret)?));
+                }
+                Response::Entries(es)
+            }
+            4 => Response::Data(Zeroizing::new(d.field()?.to_vec())),
+            5 => {
+                let mut ls = Vec::new();
+                while !d.0.is_empty() {
+                    let id = git2::Oid::from_bytes(d.field()?).map_err(|_| bad())?;
+                    let time = i64::from_le_bytes(d.field()?.try_into().map_err(|_| bad())?);
+                    let message = String::from_utf8_lossy(d.field()?).into_owned();
+                    ls.push(LogEntry { id, time, message });
+                }
+                Response::Log(ls)
+            }
+            6 => Response::Mounted(d.u32()?, d.field()?.to_vec(), d.field()?.to_vec()),
+            7 => Response::Failed(String::from_utf8_lossy(d.field()?).into_owned(), d.field()? == [1]),
+            _ => return Err(bad()),
+        })
+    }
+}
+
+/// Reads one message body from `r`; `Ok(None)` at a clean end of stream.
+pub fn read_message(r: &mut impl Read) -> io::Result<Option<Zeroizing<Vec<u8>>>> {
+    let mut len = [0u8; 4];
+    match r.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len);
+    if len == 0 || len > MAX_MESSAGE_BYTES {
+        return Err(bad());
+    }
+    let mut body = Zeroizing::new(vec![0u8; len as usize]);
+    r.read_exact(&mut body)?;
+    Ok(Some(body))
+}
+
+/// Writes one encoded message to `w`.
+pub fn write_message(w: &mut impl Write, msg: &[u8]) -> io::Result<()> {
+    w.write_all(msg)?;
+    w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(k: NameKind, s: &str) -> Name {
+        Name::new(k, s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let reqs = vec![
+            Request::Ls(None),
+            Request::Ls(Some(n(Repo, "r"))),
+            Request::Put(n(Repo, "r"), n(Secret, "s"), Zeroizing::new(b"\0bytes\n".to_vec())),
+            Request::Tag(n(Tag, "t"), n(TagEntry, "e"), n(Repo, "r"), n(Secret, "s")),
+            Request::Log(n(Repo, "r"), None),
+            Request::Unmount,
+        ];
+        for r in reqs {
+            let msg = r.encode();
+            let back = Request::decode(&msg[4..]).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{r:?}"));
+        }
+    }
+
+    #[test]
+    fn responses_round_trip_and_garbage_is_refused() {
+        let id = git2::Oid::hash_object(git2::ObjectType::Blob, b"x").unwrap();
+        let resps = vec![
+            Response::Names(vec![n(Repo, "a"), n(Repo, "b")]),
+            Response::Entries(vec![(n(TagEntry, "e"), n(Repo, "r"), n(Secret, "s"))]),
+            Response::Log(vec![LogEntry { id, time: 5, message: "Add s".into() }]),
+            Response::Mounted(7, b"/n".to_vec(), b"/m".to_vec()),
+            Response::Failed("nope".into(), true),
+        ];
+        for r in resps {
+            let msg = r.encode();
+            assert_eq!(format!("{:?}", Response::decode(&msg[4..]).unwrap()), format!("{r:?}"));
+        }
+        assert!(Request::decode(&[99]).is_err());
+        assert!(Request::decode(&[3, 200, 0, 0, 0]).is_err());
+        assert!(Response::decode(&[]).is_err());
+    }
+}

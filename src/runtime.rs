@@ -1,0 +1,144 @@
+//! Where mount daemons announce themselves: a private runtime folder holding, for each
+//! mounted node, a control socket and a record of who mounted it where.
+//!
+//! The folder is `$XDG_RUNTIME_DIR/polykey`, else `/tmp/polykey-<uid>`; it is created 0700 and
+//! refused if another user owns it or others can enter it.
+
+use crate::control::{read_message, write_message, Request, Response};
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// A mount, as recorded by its daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountRecord {
+    /// The daemon's process id.
+    pub pid: u32,
+    /// The node file (canonical path).
+    pub node: PathBuf,
+    /// The mountpoint (canonical path).
+    pub mountpoint: PathBuf,
+}
+
+/// The effective user id of this process.
+#[allow(unsafe_code)]
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// The effective group id of this process.
+#[allow(unsafe_code)]
+pub fn egid() -> u32 {
+    // SAFETY: getegid has no preconditions and cannot fail.
+    unsafe { libc::getegid() }
+}
+
+/// The runtime folder, created if needed and checked to be private.
+pub fn dir() -> io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").filter(|v| !v.is_empty()) {
+        Some(base) => PathBuf::from(base).join("polykey"),
+        None => std::env::temp_dir().join(format!("polykey-{}", euid())),
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let meta = std::fs::symlink_metadata(&dir)?;
+    if !meta.is_dir() || meta.uid() != euid() || meta.permissions().mode() & 0o077 != 0 {
+        return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("{} is not a private folder of this user", dir.display())));
+    }
+    Ok(dir)
+}
+
+/// A short stable key for a node path (its canonical form, hashed).
+fn key(node: &Path) -> String {
+    let canon = std::fs::canonicalize(node).unwrap_or_else(|_| node.to_owned());
+    let hex = sha1_smol::Sha1::from(canon.as_os_str().as_encoded_bytes()).digest().to_string();
+    hex[..16].to_owned()
+}
+
+/// The control socket path for `node`.
+pub fn socket_path(node: &Path) -> io::Result<PathBuf> {
+    Ok(dir()?.join(format!("{}.sock", key(node))))
+}
+
+/// The mount record path for `node`.
+pub fn record_path(node: &Path) -> io::Result<PathBuf> {
+    Ok(dir()?.join(format!("{}.mount", key(node))))
+}
+
+impl MountRecord {
+    /// Writes the record (0600) for its node.
+    pub fn write(&self) -> io::Result<()> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = record_path(&self.node)?;
+        let tmp = path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        let body =
+            [format!("{}\n", self.pid).as_bytes(), self.node.as_os_str().as_bytes(), b"\n", self.mountpoint.as_os_str().as_bytes(), b"\n"]
+                .concat();
+        io::Write::write_all(&mut f, &body)?;
+        std::fs::rename(tmp, path)
+    }
+
+    fn parse(bytes: &[u8]) -> Option<MountRecord> {
+        use std::os::unix::ffi::OsStrExt;
+        let mut lines = bytes.split(|&b| b == b'\n');
+        let pid = std::str::from_utf8(lines.next()?).ok()?.parse().ok()?;
+        let node = PathBuf::from(std::ffi::OsStr::from_bytes(lines.next()?));
+        let mountpoint = PathBuf::from(std::ffi::OsStr::from_bytes(lines.next()?));
+        Some(MountRecord { pid, node, mountpoint })
+    }
+
+    /// Whether the recording daemon is still alive: the process exists, is not a zombie,
+    /// and is a polykey-mountd (not an unrelated process that reused the pid).
+    pub fn alive(&self) -> bool {
+        if !Path::new("/proc/self").exists() {
+            return true; // No procfs: trust the record; the node lock still guards writes.
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)) else { return false };
+        let state = stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next());
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", self.pid)).unwrap_or_default();
+        !matches!(state, Some('Z' | 'X')) && comm.trim_end() == "polykey-mountd"
+    }
+}
+
+/// The record of `node`'s mount, if a live daemon holds it.
+pub fn find(node: &Path) -> Option<MountRecord> {
+    let rec = MountRecord::parse(&std::fs::read(record_path(node).ok()?).ok()?)?;
+    rec.alive().then_some(rec)
+}
+
+/// Every live mount of this user.
+pub fn list() -> io::Result<Vec<MountRecord>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir()?)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "mount") {
+            if let Some(rec) = std::fs::read(&path).ok().and_then(|b| MountRecord::parse(&b)) {
+                if rec.alive() {
+                    out.push(rec);
+                } else {
+                    let _ = std::fs::remove_file(&path); // A daemon that died without cleaning up.
+                }
+            }
+        }
+    }
+    out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
+    Ok(out)
+}
+
+/// Sends `req` to the daemon holding `node`; `None` if no daemon answers.
+pub fn call(node: &Path, req: &Request) -> Option<io::Result<Response>> {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket_path(node).ok()?).ok()?;
+    let mut exchange = || -> io::Result<Response> {
+        write_message(&mut stream, &req.encode())?;
+        let body = read_message(&mut stream)?
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the mount daemon closed the connection"))?;
+        Response::decode(&body)
+    };
+    Some(exchange())
+}

@@ -1,0 +1,1336 @@
+//! The platform-neutral filesystem a mount presents: every decision about what the tree shows
+//! and what each operation means. The FUSE and WinFSP adapters only translate to and from it.
+//!
+//! The tree is `repos/<repo>/<secret>` and `tags/<tag>/<entry>`, where a tag entry is the same
+//! inode as the secret it names. Besides these *bound* entries (backed by the node), each
+//! repository or tag folder holds *local* files that live in memory only:
+//!
+//! - scratch files (editor names: see [`scratch::is_scratch_name`]) never enter history;
+//! - a new file with an ordinary name becomes a secret when it is renamed to a secret's name,
+//!   or [`GRACE`] after its last close (so `sed -i`'s and Python's temporary files, renamed
+//!   over a secret right after they are written, never appear in history).
+//!
+//! Renaming a bound entry to a scratch name (vim's and emacs's backup step) *detaches* it: the
+//! secret stays in the node, hidden, so that a new file created at the same name within
+//! [`GRACE`] replaces its content in one commit and keeps its tag entries. If nothing takes
+//! its place, the secret is removed (or the tag entry dropped) when the grace period ends.
+//!
+//! Each logical save is one commit, made when a dirty file is flushed (closed) or fsync'd, or
+//! [`GRACE`] after its last write if it stays open; each commit is saved (fsync'd) at once.
+
+pub mod scratch;
+
+use crate::error::Error as CoreError;
+use crate::name::{Name, NameKind};
+use crate::node::Node;
+use crate::secret::SecretBytes;
+use git2::Oid;
+use scratch::is_scratch_name;
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant, SystemTime};
+use zeroize::Zeroizing;
+
+/// An inode number.
+pub type Ino = u64;
+/// The mount's root folder.
+pub const ROOT_INO: Ino = 1;
+const REPOS_INO: Ino = 2;
+const TAGS_INO: Ino = 3;
+/// How long a detached secret waits for a replacement, a closed new file for a rename, and an
+/// open dirty file for its close before it is committed anyway.
+pub const GRACE: Duration = Duration::from_secs(1);
+/// `rename` flag: fail if the target exists.
+pub const RENAME_NOREPLACE: u32 = 1;
+/// `rename` flag: swap the two entries (not supported).
+pub const RENAME_EXCHANGE: u32 = 2;
+
+/// What a filesystem operation can fail with; each adapter maps these to its own codes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FsError {
+    /// No such entry (ENOENT).
+    #[error("no such file or folder")]
+    NotFound,
+    /// The target exists (EEXIST).
+    #[error("already exists")]
+    Exists,
+    /// A folder that must be empty is not (ENOTEMPTY).
+    #[error("folder not empty")]
+    NotEmpty,
+    /// A folder was expected (ENOTDIR).
+    #[error("not a folder")]
+    NotDir,
+    /// A file was expected (EISDIR).
+    #[error("is a folder")]
+    IsDir,
+    /// The name breaks the naming rules (EINVAL).
+    #[error("invalid name")]
+    InvalidName,
+    /// The name is longer than 255 bytes (ENAMETOOLONG).
+    #[error("name too long")]
+    NameTooLong,
+    /// The operation has no meaning here, e.g. a folder inside a repository (EPERM).
+    #[error("operation not permitted here")]
+    NotPermitted,
+    /// Moving between a repository and a tag, or between repositories (EXDEV).
+    #[error("cannot move between these folders")]
+    CrossDevice,
+    /// Unsupported flag or operation (EINVAL / ENOSYS).
+    #[error("unsupported")]
+    Unsupported,
+    /// The secret is too large (EFBIG).
+    #[error("file too large")]
+    TooLarge,
+    /// The node could not be written or read (EIO); the change is kept and retried.
+    #[error("I/O error: {0}")]
+    Io(String),
+}
+
+/// The three kinds of inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A folder.
+    Dir,
+    /// A regular file.
+    File,
+    /// A symbolic link (scratch only: emacs's lock files).
+    Symlink,
+}
+
+/// Attributes of an inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: Ino,
+    /// Kind.
+    pub kind: Kind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Number of names.
+    pub nlink: u32,
+    /// Permission bits (0700 folders, 0600 files).
+    pub perm: u16,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time.
+    pub mtime: SystemTime,
+    /// Change time.
+    pub ctime: SystemTime,
+}
+
+/// A kernel cache entry to drop because the core changed what it shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The content and attributes of an inode.
+    Inode(Ino),
+    /// The name `name` in folder `parent`.
+    Entry(Ino, Vec<u8>),
+}
+
+/// Attribute changes asked by `setattr`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetAttr {
+    /// New size (truncate or extend with zeros).
+    pub size: Option<u64>,
+    /// New modification time.
+    pub mtime: Option<SystemTime>,
+    /// New mode (accepted and ignored: files stay 0600, folders 0700).
+    pub mode: Option<u32>,
+    /// New owner (only the mounting user is accepted).
+    pub uid: Option<u32>,
+    /// New group (only the mounting user's group is accepted).
+    pub gid: Option<u32>,
+}
+
+/// Filesystem statistics.
+#[derive(Debug, Clone, Copy)]
+pub struct StatFs {
+    /// Total blocks of 4 KiB.
+    pub blocks: u64,
+    /// Free blocks.
+    pub bfree: u64,
+    /// Number of inodes in use.
+    pub files: u64,
+    /// Free inodes.
+    pub ffree: u64,
+    /// Block size.
+    pub bsize: u32,
+    /// Longest name.
+    pub namelen: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DirKind {
+    Root,
+    Repos,
+    Tags,
+    Repo(Name),
+    Tag(Name),
+}
+
+struct Detached {
+    /// The local inode that holds the detached secret under a scratch name.
+    holder: Ino,
+    deadline: Instant,
+}
+
+struct Dir {
+    kind: DirKind,
+    local: BTreeMap<Name, Ino>,
+    detached: BTreeMap<Name, Detached>,
+    mtime: SystemTime,
+}
+
+struct File {
+    /// The secret this inode currently is, if any.
+    bound: Option<(Name, Name)>,
+    /// Working copy; `None` means the node's content of the bound secret.
+    data: Option<SecretBytes>,
+    dirty: bool,
+    opens: u32,
+    /// For a local file: its folder and name.
+    home: Option<(Ino, Name)>,
+    /// When a local new file was last closed (it becomes a secret after [`GRACE`]).
+    closed_at: Option<Instant>,
+    last_write: Instant,
+    mtime: SystemTime,
+    ctime: SystemTime,
+}
+
+enum Inode {
+    Dir(Dir),
+    File(File),
+    Symlink { target: Vec<u8>, home: Option<(Ino, Name)>, mtime: SystemTime },
+}
+
+/// Where a name in a folder leads.
+enum Entry {
+    Local(Ino),
+    /// A bound entry: the secret it names.
+    Bound(Name, Name),
+}
+
+/// The mounted filesystem over one node.
+pub struct Vfs {
+    node: Node,
+    inodes: HashMap<Ino, Inode>,
+    repo_dirs: HashMap<Name, Ino>,
+    tag_dirs: HashMap<Name, Ino>,
+    secrets: HashMap<(Name, Name), Ino>,
+    next_ino: Ino,
+    uid: u32,
+    gid: u32,
+    /// The node has changes that could not be saved yet.
+    unsaved: bool,
+    invalidations: Vec<Invalidation>,
+    started: SystemTime,
+}
+
+fn name_of(kind: NameKind, raw: &[u8]) -> Result<Name, FsError> {
+    if raw.len() > crate::name::MAX_NAME_BYTES {
+        return Err(FsError::NameTooLong);
+    }
+    Name::new(kind, raw).map_err(|_| FsError::InvalidName)
+}
+
+fn core_err(e: CoreError) -> FsError {
+    match e {
+        CoreError::NotFound { .. } | CoreError::NoNode { .. } => FsError::NotFound,
+        CoreError::Exists { .. } => FsError::Exists,
+        CoreError::NotEmpty { .. } => FsError::NotEmpty,
+        CoreError::InvalidName { .. } | CoreError::InvalidPath { .. } => FsError::InvalidName,
+        CoreError::TooLarge { .. } => FsError::TooLarge,
+        other => FsError::Io(other.to_string()),
+    }
+}
+
+impl Vfs {
+    /// A filesystem over `node`, owned by `uid`/`gid`.
+    pub fn new(node: Node, uid: u32, gid: u32) -> Vfs {
+        let now = SystemTime::now();
+        let dir = |kind| Inode::Dir(Dir { kind, local: BTreeMap::new(), detached: BTreeMap::new(), mtime: now });
+        let inodes = HashMap::from([(ROOT_INO, dir(DirKind::Root)), (REPOS_INO, dir(DirKind::Repos)), (TAGS_INO, dir(DirKind::Tags))]);
+        Vfs {
+            node,
+            inodes,
+            repo_dirs: HashMap::new(),
+            tag_dirs: HashMap::new(),
+            secrets: HashMap::new(),
+            next_ino: 4,
+            uid,
+            gid,
+            unsaved: false,
+            invalidations: Vec::new(),
+            started: now,
+        }
+    }
+
+    /// The node (read-only).
+    pub fn node(&self) -> &Node {
+        &self.node
+    }
+
+    /// Runs `f` on the node (the control socket's commands), then saves and brings the
+    /// filesystem view in line with what changed.
+    pub fn with_node<T>(&mut self, f: impl FnOnce(&mut Node) -> crate::Result<T>) -> crate::Result<T> {
+        self.commit_all().map_err(|e| CoreError::Io {
+            action: "cannot save pending changes of",
+            path: self.node.path().to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        let out = f(&mut self.node);
+        self.reconcile();
+        let saved = self.node.save();
+        self.unsaved = saved.is_err();
+        let out = out?;
+        saved?;
+        Ok(out)
+    }
+
+    /// Drains the kernel cache invalidations the last operations made necessary.
+    pub fn take_invalidations(&mut self) -> Vec<Invalidation> {
+        std::mem::take(&mut self.invalidations)
+    }
+
+    /// Whether changes are waiting to be written to the node file.
+    pub fn has_unsaved(&self) -> bool {
+        self.unsaved || self.node.is_dirty()
+    }
+
+    fn alloc(&mut self, inode: Inode) -> Ino {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.inodes.insert(ino, inode);
+        ino
+    }
+
+    fn dir(&self, ino: Ino) -> Result<&Dir, FsError> {
+        match self.inodes.get(&ino) {
+            Some(Inode::Dir(d)) => Ok(d),
+            Some(_) => Err(FsError::NotDir),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    fn dir_mut(&mut self, ino: Ino) -> Result<&mut Dir, FsError> {
+        match self.inodes.get_mut(&ino) {
+            Some(Inode::Dir(d)) => Ok(d),
+            Some(_) => Err(FsError::NotDir),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    fn file(&self, ino: Ino) -> Result<&File, FsError> {
+        match self.inodes.get(&ino) {
+            Some(Inode::File(f)) => Ok(f),
+            Some(Inode::Dir(_)) => Err(FsError::IsDir),
+            Some(Inode::Symlink { .. }) => Err(FsError::Unsupported),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    fn file_mut(&mut self, ino: Ino) -> Result<&mut File, FsError> {
+        match self.inodes.get_mut(&ino) {
+            Some(Inode::File(f)) => Ok(f),
+            Some(Inode::Dir(_)) => Err(FsError::IsDir),
+            Some(Inode::Symlink { .. }) => Err(FsError::Unsupported),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    fn repo_dir_ino(&mut self, repo: &Name) -> Ino {
+        if let Some(i) = self.repo_dirs.get(repo) {
+            return *i;
+        }
+        let ino = self.alloc(Inode::Dir(Dir {
+            kind: DirKind::Repo(repo.clone()),
+            local: BTreeMap::new(),
+            detached: BTreeMap::new(),
+            mtime: self.started,
+        }));
+        self.repo_dirs.insert(repo.clone(), ino);
+        ino
+    }
+
+    fn tag_dir_ino(&mut self, tag: &Name) -> Ino {
+        if let Some(i) = self.tag_dirs.get(tag) {
+            return *i;
+        }
+        let ino = self.alloc(Inode::Dir(Dir {
+            kind: DirKind::Tag(tag.clone()),
+            local: BTreeMap::new(),
+            detached: BTreeMap::new(),
+            mtime: self.started,
+        }));
+        self.tag_dirs.insert(tag.clone(), ino);
+        ino
+    }
+
+    fn new_file(bound: Option<(Name, Name)>, data: Option<SecretBytes>, home: Option<(Ino, Name)>) -> Inode {
+        let now = SystemTime::now();
+        Inode::File(File { bound, data, dirty: false, opens: 0, home, closed_at: None, last_write: Instant::now(), mtime: now, ctime: now })
+    }
+
+    /// The inode of secret `repo/secret`, allocated on first use.
+    fn secret_ino(&mut self, repo: &Name, secret: &Name) -> Ino {
+        let key = (repo.clone(), secret.clone());
+        if let Some(i) = self.secrets.get(&key) {
+            return *i;
+        }
+        let ino = self.alloc(Self::new_file(Some(key.clone()), None, None));
+        self.secrets.insert(key, ino);
+        ino
+    }
+
+    /// Resolves `name` in folder `parent` to a local inode or a bound secret.
+    fn entry(&self, parent: Ino, name: &[u8]) -> Result<Option<Entry>, FsError> {
+        let dir = self.dir(parent)?;
+        let Ok(n) = Name::new(NameKind::TagEntry, name) else { return Ok(None) };
+        if let Some(i) = dir.local.get(&n) {
+            return Ok(Some(Entry::Local(*i)));
+        }
+        if dir.detached.contains_key(&n) {
+            return Ok(None);
+        }
+        Ok(match &dir.kind {
+            DirKind::Repo(r) => {
+                let exists = self.node.state().repos.get(r).and_then(|repo| repo.tree().ok()).is_some_and(|t| t.contains_key(&n));
+                exists.then(|| Entry::Bound(r.clone(), n))
+            }
+            DirKind::Tag(t) => self.node.state().tags.get(t).and_then(|es| es.get(&n)).map(|(r, s)| Entry::Bound(r.clone(), s.clone())),
+            _ => None,
+        })
+    }
+
+    /// Resolves a name to an inode number (allocating inodes for folders and secrets).
+    fn resolve(&mut self, parent: Ino, name: &[u8]) -> Result<Ino, FsError> {
+        let kind = self.dir(parent)?.kind.clone();
+        match kind {
+            DirKind::Root => match name {
+                b"repos" => Ok(REPOS_INO),
+                b"tags" => Ok(TAGS_INO),
+                _ => Err(FsError::NotFound),
+            },
+            DirKind::Repos => {
+                let n = Name::new(NameKind::Repo, name).map_err(|_| FsError::NotFound)?;
+                if !self.node.state().repos.contains_key(&n) {
+                    return Err(FsError::NotFound);
+                }
+                Ok(self.repo_dir_ino(&n))
+            }
+            DirKind::Tags => {
+                let n = Name::new(NameKind::Tag, name).map_err(|_| FsError::NotFound)?;
+                if !self.node.state().tags.contains_key(&n) {
+                    return Err(FsError::NotFound);
+                }
+                Ok(self.tag_dir_ino(&n))
+            }
+            DirKind::Repo(_) | DirKind::Tag(_) => match self.entry(parent, name)? {
+                Some(Entry::Local(i)) => Ok(i),
+                Some(Entry::Bound(r, s)) => Ok(self.secret_ino(&r, &s)),
+                None => Err(FsError::NotFound),
+            },
+        }
+    }
+
+    /// Looks up `name` in `parent`.
+    pub fn lookup(&mut self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+        let ino = self.resolve(parent, name)?;
+        self.getattr(ino)
+    }
+
+    /// The content of a file (its working copy, or the node's).
+    fn content(&self, ino: Ino) -> Result<std::borrow::Cow<'_, [u8]>, FsError> {
+        let f = self.file(ino)?;
+        match (&f.data, &f.bound) {
+            (Some(d), _) => Ok(std::borrow::Cow::Borrowed(&d[..])),
+            (None, Some((r, s))) => {
+                let data = self.node.get(r, s).map_err(core_err)?;
+                Ok(std::borrow::Cow::Owned(data.to_vec()))
+            }
+            (None, None) => Ok(std::borrow::Cow::Borrowed(&[])),
+        }
+    }
+
+    /// Makes sure `ino` has a working copy and returns it.
+    fn materialize(&mut self, ino: Ino) -> Result<&mut SecretBytes, FsError> {
+        if self.file(ino)?.data.is_none() {
+            let data = Zeroizing::new(self.content(ino)?.into_owned());
+            self.file_mut(ino)?.data = Some(data);
+        }
+        Ok(self.file_mut(ino)?.data.as_mut().expect("just set"))
+    }
+
+    /// Number of visible names of a bound secret's inode.
+    fn secret_nlink(&self, ino: Ino, repo: &Name, secret: &Name) -> u32 {
+        let mut n = 0;
+        let repo_visible = self.repo_dirs.get(repo).and_then(|d| self.dir(*d).ok()).is_none_or(|d| !d.detached.contains_key(secret));
+        let in_tree = self.node.state().repos.get(repo).and_then(|r| r.tree().ok()).is_some_and(|t| t.contains_key(secret));
+        if repo_visible && in_tree {
+            n += 1;
+        }
+        for (t, e) in self.node.state().links_to(repo, secret) {
+            let hidden = self
+                .tag_dirs
+                .get(&t)
+                .and_then(|d| self.dir(*d).ok())
+                .is_some_and(|d| d.detached.contains_key(&e) || d.local.contains_key(&e));
+            if !hidden {
+                n += 1;
+            }
+        }
+        let held = self.file(ino).ok().and_then(|f| f.home.as_ref()).is_some();
+        n + u32::from(held)
+    }
+
+    /// Attributes of `ino`.
+    pub fn getattr(&mut self, ino: Ino) -> Result<Attr, FsError> {
+        let (uid, gid) = (self.uid, self.gid);
+        let dir_attr = |ino, mtime| Attr { ino, kind: Kind::Dir, size: 0, nlink: 2, perm: 0o700, uid, gid, mtime, ctime: mtime };
+        match self.inodes.get(&ino).ok_or(FsError::NotFound)? {
+            Inode::Dir(d) => Ok(dir_attr(ino, d.mtime)),
+            Inode::Symlink { target, home, mtime } => Ok(Attr {
+                ino,
+                kind: Kind::Symlink,
+                size: target.len() as u64,
+                nlink: u32::from(home.is_some()),
+                perm: 0o777,
+                uid,
+                gid,
+                mtime: *mtime,
+                ctime: *mtime,
+            }),
+            Inode::File(f) => {
+                let (mtime, ctime) = (f.mtime, f.ctime);
+                let nlink = match f.bound.clone() {
+                    Some((r, s)) => self.secret_nlink(ino, &r, &s),
+                    None => u32::from(f.home.is_some()),
+                };
+                let size = self.content(ino)?.len() as u64;
+                Ok(Attr { ino, kind: Kind::File, size, nlink, perm: 0o600, uid, gid, mtime, ctime })
+            }
+        }
+    }
+
+    /// Changes attributes; a size change on a file not open is committed at once.
+    pub fn setattr(&mut self, ino: Ino, set: SetAttr) -> Result<Attr, FsError> {
+        if set.uid.is_some_and(|u| u != self.uid) || set.gid.is_some_and(|g| g != self.gid) {
+            return Err(FsError::NotPermitted);
+        }
+        if let Some(size) = set.size {
+            if size > crate::git::MAX_OBJECT_BYTES as u64 {
+                return Err(FsError::TooLarge);
+            }
+            let data = self.materialize(ino)?;
+            data.resize(size as usize, 0);
+            let f = self.file_mut(ino)?;
+            f.dirty = true;
+            f.last_write = Instant::now();
+            f.mtime = SystemTime::now();
+            f.ctime = f.mtime;
+            if f.opens == 0 {
+                self.commit_file(ino)?;
+            }
+        }
+        if let Some(m) = set.mtime {
+            match self.inodes.get_mut(&ino).ok_or(FsError::NotFound)? {
+                Inode::File(f) => f.mtime = m,
+                Inode::Dir(d) => d.mtime = m,
+                Inode::Symlink { mtime, .. } => *mtime = m,
+            }
+        }
+        self.getattr(ino)
+    }
+
+    /// Reads a symbolic link.
+    pub fn readlink(&self, ino: Ino) -> Result<Vec<u8>, FsError> {
+        match self.inodes.get(&ino) {
+            Some(Inode::Symlink { target, .. }) => Ok(target.clone()),
+            Some(_) => Err(FsError::Unsupported),
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    /// Lists a folder: (inode, kind, name), without `.` and `..`.
+    pub fn readdir(&mut self, ino: Ino) -> Result<Vec<(Ino, Kind, Vec<u8>)>, FsError> {
+        let kind = self.dir(ino)?.kind.clone();
+        let mut out = Vec::new();
+        match kind {
+            DirKind::Root => {
+                out.push((REPOS_INO, Kind::Dir, b"repos".to_vec()));
+                out.push((TAGS_INO, Kind::Dir, b"tags".to_vec()));
+            }
+            DirKind::Repos => {
+                for r in self.node.repos() {
+                    let i = self.repo_dir_ino(&r);
+                    out.push((i, Kind::Dir, r.as_bytes().to_vec()));
+                }
+            }
+            DirKind::Tags => {
+                let tags: Vec<Name> = self.node.state().tags.keys().cloned().collect();
+                for t in tags {
+                    let i = self.tag_dir_ino(&t);
+                    out.push((i, Kind::Dir, t.as_bytes().to_vec()));
+                }
+            }
+            DirKind::Repo(_) | DirKind::Tag(_) => {
+                let names: Vec<Name> = match &kind {
+                    DirKind::Repo(r) => self.node.secrets(r).map_err(core_err)?,
+                    DirKind::Tag(t) => self.node.state().tags.get(t).map(|e| e.keys().cloned().collect()).unwrap_or_default(),
+                    _ => unreachable!(),
+                };
+                let dir = self.dir(ino)?;
+                let locals: Vec<(Name, Ino)> = dir.local.iter().map(|(n, i)| (n.clone(), *i)).collect();
+                let hidden: Vec<Name> = dir.detached.keys().cloned().collect();
+                for n in names {
+                    if hidden.contains(&n) || locals.iter().any(|(l, _)| *l == n) {
+                        continue;
+                    }
+                    let i = self.resolve(ino, n.as_bytes())?;
+                    out.push((i, Kind::File, n.as_bytes().to_vec()));
+                }
+                for (n, i) in locals {
+                    let k = if matches!(self.inodes.get(&i), Some(Inode::Symlink { .. })) { Kind::Symlink } else { Kind::File };
+                    out.push((i, k, n.as_bytes().to_vec()));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Saves the node; a failure is remembered, retried by [`Vfs::tick`], and reported.
+    fn save(&mut self) -> Result<(), FsError> {
+        match self.node.save() {
+            Ok(_) => {
+                self.unsaved = false;
+                Ok(())
+            }
+            Err(e) => {
+                self.unsaved = true;
+                Err(FsError::Io(e.to_string()))
+            }
+        }
+    }
+
+    /// Commits a bound file's working copy (if dirty) and saves.
+    fn commit_file(&mut self, ino: Ino) -> Result<(), FsError> {
+        let f = self.file(ino)?;
+        if f.dirty {
+            if let (Some((r, s)), Some(data)) = (f.bound.clone(), f.data.as_ref()) {
+                let data = Zeroizing::new(data.to_vec());
+                self.node.put(&r, &s, &data).map_err(core_err)?;
+                self.file_mut(ino)?.dirty = false;
+            }
+        }
+        if self.has_unsaved() {
+            self.save()?;
+        }
+        Ok(())
+    }
+
+    /// Turns a bound inode into an unbound one holding a snapshot of its content, so open
+    /// handles keep seeing what they saw after the secret moves on to another inode.
+    fn unbind(&mut self, ino: Ino) -> Result<(), FsError> {
+        if self.file(ino)?.bound.is_none() {
+            return Ok(());
+        }
+        self.materialize(ino)?;
+        let f = self.file_mut(ino)?;
+        let key = f.bound.take().expect("checked");
+        f.dirty = false;
+        if self.secrets.get(&key) == Some(&ino) {
+            self.secrets.remove(&key);
+        }
+        self.invalidations.push(Invalidation::Inode(ino));
+        Ok(())
+    }
+
+    /// Makes `ino` the inode of secret `repo/secret`, replacing whatever inode it had.
+    fn bind(&mut self, ino: Ino, repo: &Name, secret: &Name) -> Result<(), FsError> {
+        let key = (repo.clone(), secret.clone());
+        if let Some(old) = self.secrets.get(&key).copied() {
+            if old != ino {
+                self.unbind(old)?;
+            }
+        }
+        self.file_mut(ino)?.bound = Some(key.clone());
+        self.secrets.insert(key, ino);
+        // Tag entries of the secret now lead to another inode.
+        for (t, e) in self.node.state().links_to(repo, secret) {
+            if let Some(d) = self.tag_dirs.get(&t) {
+                self.invalidations.push(Invalidation::Entry(*d, e.as_bytes().to_vec()));
+            }
+        }
+        if let Some(d) = self.repo_dirs.get(repo) {
+            self.invalidations.push(Invalidation::Entry(*d, secret.as_bytes().to_vec()));
+        }
+        Ok(())
+    }
+
+    /// The secret a bound entry of folder `dir` names, and the repository for new secrets.
+    fn folder(&self, dir: Ino) -> Result<DirKind, FsError> {
+        Ok(self.dir(dir)?.kind.clone())
+    }
+
+    /// Stores the content of local file `ino` as secret `repo/secret` and binds it.
+    fn adopt(&mut self, ino: Ino, repo: &Name, secret: &Name) -> Result<(), FsError> {
+        let data = Zeroizing::new(self.content(ino)?.into_owned());
+        // Keep whatever inode the secret had showing the old content.
+        if let Some(old) = self.secrets.get(&(repo.clone(), secret.clone())).copied() {
+            if old != ino {
+                self.unbind(old)?;
+            }
+        }
+        self.node.put(repo, secret, &data).map_err(core_err)?;
+        self.detach_home(ino)?;
+        self.bind(ino, repo, secret)?;
+        let f = self.file_mut(ino)?;
+        f.dirty = false;
+        f.closed_at = None;
+        Ok(())
+    }
+
+    /// Removes a local inode from its folder (it keeps existing while open).
+    fn detach_home(&mut self, ino: Ino) -> Result<(), FsError> {
+        let home = match self.inodes.get_mut(&ino) {
+            Some(Inode::File(f)) => f.home.take(),
+            Some(Inode::Symlink { home, .. }) => home.take(),
+            _ => None,
+        };
+        if let Some((d, n)) = home {
+            self.dir_mut(d)?.local.remove(&n);
+        }
+        Ok(())
+    }
+
+    /// Where a new secret named in folder `dir` goes: (repository, secret, tag entry).
+    fn new_secret_target(&self, dir: Ino, name: &Name) -> Result<(Name, Name, Option<Name>), FsError> {
+        match self.folder(dir)? {
+            DirKind::Repo(r) => Ok((r, name_of(NameKind::Secret, name.as_bytes())?, None)),
+            // A new file in a tag folder becomes a secret of the repository named like the tag.
+            DirKind::Tag(t) => Ok((name_of(NameKind::Repo, t.as_bytes())?, name_of(NameKind::Secret, name.as_bytes())?, Some(t))),
+            _ => Err(FsError::NotPermitted),
+        }
+    }
+
+    /// Turns the closed new file `ino` (named `name` in `dir`) into a secret.
+    fn promote(&mut self, ino: Ino, dir: Ino, name: &Name) -> Result<(), FsError> {
+        let (repo, secret, tag) = self.new_secret_target(dir, name)?;
+        self.adopt(ino, &repo, &secret)?;
+        if let Some(t) = tag {
+            self.node.tag(&t, name, &repo, &secret).map_err(core_err)?;
+        }
+        self.save()
+    }
+
+    /// Removes what a bound entry named: the secret (in a repository) or the tag entry.
+    fn remove_bound(&mut self, dir: Ino, name: &Name, repo: &Name, secret: &Name) -> Result<(), FsError> {
+        match self.folder(dir)? {
+            DirKind::Repo(_) => {
+                if let Some(ino) = self.secrets.get(&(repo.clone(), secret.clone())).copied() {
+                    self.unbind(ino)?;
+                }
+                for (t, e) in self.node.state().links_to(repo, secret) {
+                    if let Some(d) = self.tag_dirs.get(&t) {
+                        self.invalidations.push(Invalidation::Entry(*d, e.as_bytes().to_vec()));
+                    }
+                }
+                self.node.remove(repo, secret).map_err(core_err)
+            }
+            DirKind::Tag(t) => {
+                if let Some(ino) = self.secrets.get(&(repo.clone(), secret.clone())) {
+                    self.invalidations.push(Invalidation::Inode(*ino));
+                }
+                self.node.untag(&t, name, false).map_err(core_err)
+            }
+            _ => Err(FsError::NotPermitted),
+        }
+    }
+
+    /// Ends a detachment: the hidden bound entry is removed for good.
+    fn finalize_detached(&mut self, dir: Ino, name: &Name) -> Result<(), FsError> {
+        let Some(d) = self.dir_mut(dir)?.detached.remove(name) else { return Ok(()) };
+        let target = match self.folder(dir)? {
+            DirKind::Repo(r) => Some((r, name.clone())),
+            DirKind::Tag(t) => self.node.state().tags.get(&t).and_then(|e| e.get(name)).cloned(),
+            _ => None,
+        };
+        if let Some((r, s)) = target {
+            let still = self.file(d.holder).ok().and_then(|f| f.bound.clone()) == Some((r.clone(), s.clone()));
+            if still && matches!(self.folder(dir)?, DirKind::Repo(_)) {
+                self.unbind(d.holder)?;
+            }
+            let exists = match self.folder(dir)? {
+                DirKind::Repo(_) => self.node.blob_id(&r, &s).is_some(),
+                _ => true,
+            };
+            if exists {
+                self.remove_bound(dir, name, &r, &s)?;
+            }
+        }
+        self.save()
+    }
+
+    /// Creates and opens a file (or a scratch symlink with [`Vfs::symlink`]).
+    pub fn create(&mut self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+        let n = name_of(NameKind::TagEntry, name)?;
+        let kind = self.folder(parent)?;
+        if !matches!(kind, DirKind::Repo(_) | DirKind::Tag(_)) {
+            return Err(FsError::NotPermitted);
+        }
+        if self.entry(parent, name)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let ino;
+        if self.dir(parent)?.detached.contains_key(&n) {
+            // A replacement for a detached secret: it takes the secret's place (and its tags).
+            let d = self.dir_mut(parent)?.detached.remove(&n).expect("checked");
+            let target = match &kind {
+                DirKind::Repo(r) => Some((r.clone(), n.clone())),
+                DirKind::Tag(t) => self.node.state().tags.get(t).and_then(|e| e.get(&n)).cloned(),
+                _ => None,
+            };
+            ino = self.alloc(Self::new_file(None, Some(Zeroizing::new(Vec::new())), None));
+            match target {
+                Some((r, s)) if self.node.blob_id(&r, &s).is_some() => {
+                    if self.file(d.holder).ok().and_then(|f| f.bound.clone()) == Some((r.clone(), s.clone())) {
+                        self.unbind(d.holder)?;
+                    }
+                    self.bind(ino, &r, &s)?;
+                    let f = self.file_mut(ino)?;
+                    f.dirty = true;
+                }
+                _ => {
+                    let f = self.file_mut(ino)?;
+                    f.home = Some((parent, n.clone()));
+                    self.dir_mut(parent)?.local.insert(n, ino);
+                }
+            }
+        } else if is_scratch_name(name) || matches!(kind, DirKind::Repo(_) | DirKind::Tag(_)) {
+            ino = self.alloc(Self::new_file(None, Some(Zeroizing::new(Vec::new())), Some((parent, n.clone()))));
+            self.dir_mut(parent)?.local.insert(n, ino);
+        } else {
+            return Err(FsError::NotPermitted);
+        }
+        self.file_mut(ino)?.opens += 1;
+        self.touch_dir(parent);
+        self.getattr(ino)
+    }
+
+    /// Creates a symbolic link; only scratch names may be links (emacs's lock files).
+    pub fn symlink(&mut self, parent: Ino, name: &[u8], target: &[u8]) -> Result<Attr, FsError> {
+        let n = name_of(NameKind::TagEntry, name)?;
+        if !matches!(self.folder(parent)?, DirKind::Repo(_) | DirKind::Tag(_)) || !is_scratch_name(name) {
+            return Err(FsError::NotPermitted);
+        }
+        if self.entry(parent, name)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        let ino = self.alloc(Inode::Symlink { target: target.to_vec(), home: Some((parent, n.clone())), mtime: SystemTime::now() });
+        self.dir_mut(parent)?.local.insert(n, ino);
+        self.getattr(ino)
+    }
+
+    fn touch_dir(&mut self, dir: Ino) {
+        if let Ok(d) = self.dir_mut(dir) {
+            d.mtime = SystemTime::now();
+        }
+    }
+
+    /// Opens a file. `truncate` empties it (O_TRUNC).
+    pub fn open(&mut self, ino: Ino, truncate: bool) -> Result<(), FsError> {
+        self.file_mut(ino)?.opens += 1;
+        if truncate {
+            self.setattr(ino, SetAttr { size: Some(0), ..SetAttr::default() })?;
+        }
+        Ok(())
+    }
+
+    /// Reads up to `size` bytes at `offset`.
+    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+        let content = self.content(ino)?;
+        let start = (offset as usize).min(content.len());
+        let end = start.saturating_add(size as usize).min(content.len());
+        Ok(content[start..end].to_vec())
+    }
+
+    /// Writes `data` at `offset`; returns the bytes written.
+    pub fn write(&mut self, ino: Ino, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        let end = offset.checked_add(data.len() as u64).ok_or(FsError::TooLarge)?;
+        if end > crate::git::MAX_OBJECT_BYTES as u64 {
+            return Err(FsError::TooLarge);
+        }
+        let buf = self.materialize(ino)?;
+        if buf.len() < end as usize {
+            // Grow through a fresh zeroizing buffer so no copy of the secret is left behind.
+            let mut bigger = Zeroizing::new(Vec::with_capacity((end as usize).next_power_of_two()));
+            bigger.extend_from_slice(buf);
+            bigger.resize(end as usize, 0);
+            *buf = bigger;
+        }
+        buf[offset as usize..end as usize].copy_from_slice(data);
+        let f = self.file_mut(ino)?;
+        f.dirty = f.bound.is_some();
+        f.last_write = Instant::now();
+        f.mtime = SystemTime::now();
+        f.ctime = f.mtime;
+        Ok(data.len() as u32)
+    }
+
+    /// A file handle is being closed: its changes become one commit.
+    pub fn flush(&mut self, ino: Ino) -> Result<(), FsError> {
+        match self.inodes.get(&ino) {
+            Some(Inode::File(_)) => self.commit_file(ino),
+            _ => Ok(()),
+        }
+    }
+
+    /// The last handle of an open is released.
+    pub fn release(&mut self, ino: Ino) -> Result<(), FsError> {
+        let r = self.commit_file(ino);
+        if let Ok(f) = self.file_mut(ino) {
+            f.opens = f.opens.saturating_sub(1);
+            if f.opens == 0 {
+                if f.bound.is_some() && !f.dirty {
+                    f.data = None; // The node has it; do not keep a second plaintext copy.
+                } else if f.home.is_some() {
+                    f.closed_at = Some(Instant::now());
+                }
+            }
+        }
+        r
+    }
+
+    /// Makes a file's content durable in the node. Scratch and not-yet-named files live in
+    /// memory only, so for them this succeeds without writing.
+    pub fn fsync(&mut self, ino: Ino) -> Result<(), FsError> {
+        match self.inodes.get(&ino) {
+            Some(Inode::File(_)) => self.commit_file(ino),
+            Some(_) => {
+                if self.has_unsaved() {
+                    self.save()?;
+                }
+                Ok(())
+            }
+            None => Err(FsError::NotFound),
+        }
+    }
+
+    /// Creates a repository (in `repos/`) or a tag (in `tags/`).
+    pub fn mkdir(&mut self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+        match self.folder(parent)? {
+            DirKind::Repos => {
+                let n = name_of(NameKind::Repo, name)?;
+                self.node.create_repo(&n).map_err(core_err)?;
+            }
+            DirKind::Tags => {
+                let n = name_of(NameKind::Tag, name)?;
+                self.node.create_tag(&n).map_err(core_err)?;
+            }
+            _ => return Err(FsError::NotPermitted),
+        }
+        self.save()?;
+        self.touch_dir(parent);
+        self.lookup(parent, name)
+    }
+
+    /// Removes an empty repository or tag.
+    pub fn rmdir(&mut self, parent: Ino, name: &[u8]) -> Result<(), FsError> {
+        let ino = self.resolve(parent, name)?;
+        let d = self.dir(ino)?;
+        if !d.local.is_empty() || !d.detached.is_empty() {
+            return Err(FsError::NotEmpty);
+        }
+        match d.kind.clone() {
+            DirKind::Repo(r) => {
+                if !self.node.secrets(&r).map_err(core_err)?.is_empty() {
+                    return Err(FsError::NotEmpty);
+                }
+                self.node.remove_repo(&r).map_err(core_err)?;
+                self.repo_dirs.remove(&r);
+            }
+            DirKind::Tag(t) => {
+                self.node.remove_tag(&t).map_err(core_err)?;
+                self.tag_dirs.remove(&t);
+            }
+            _ => return Err(FsError::NotPermitted),
+        }
+        self.inodes.remove(&ino);
+        self.touch_dir(parent);
+        self.save()
+    }
+
+    /// Removes a name: a secret (and its tag entries), a tag entry, or a local file.
+    pub fn unlink(&mut self, parent: Ino, name: &[u8]) -> Result<(), FsError> {
+        let n = name_of(NameKind::TagEntry, name)?;
+        match self.entry(parent, name)?.ok_or(FsError::NotFound)? {
+            Entry::Local(ino) => {
+                self.detach_home(ino)?;
+                // Deleting the scratch copy of a detached secret deletes the secret.
+                let dirs: Vec<(Ino, Name)> = self
+                    .inodes
+                    .iter()
+                    .filter_map(|(i, node)| match node {
+                        Inode::Dir(d) => d.detached.iter().find(|(_, det)| det.holder == ino).map(|(dn, _)| (*i, dn.clone())),
+                        _ => None,
+                    })
+                    .collect();
+                for (d, dn) in dirs {
+                    self.finalize_detached(d, &dn)?;
+                }
+                if let Ok(f) = self.file_mut(ino) {
+                    f.closed_at = None;
+                }
+            }
+            Entry::Bound(r, s) => {
+                self.remove_bound(parent, &n, &r, &s)?;
+                self.save()?;
+            }
+        }
+        self.touch_dir(parent);
+        Ok(())
+    }
+
+    /// Adds a name for a secret: `ln repos/R/S tags/T/NAME` tags it.
+    pub fn link(&mut self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<Attr, FsError> {
+        let n = name_of(NameKind::TagEntry, newname)?;
+        let (r, s) = self.file(ino)?.bound.clone().ok_or(FsError::NotPermitted)?;
+        let DirKind::Tag(t) = self.folder(newparent)? else { return Err(FsError::NotPermitted) };
+        if self.entry(newparent, newname)?.is_some() {
+            return Err(FsError::Exists);
+        }
+        self.node.tag(&t, &n, &r, &s).map_err(core_err)?;
+        self.save()?;
+        self.touch_dir(newparent);
+        self.invalidations.push(Invalidation::Inode(ino));
+        self.getattr(ino)
+    }
+
+    /// Renames `parent/name` to `newparent/newname` (see the module doc for the meanings).
+    pub fn rename(&mut self, parent: Ino, name: &[u8], newparent: Ino, newname: &[u8], flags: u32) -> Result<(), FsError> {
+        if flags & RENAME_EXCHANGE != 0 || flags & !(RENAME_NOREPLACE | RENAME_EXCHANGE) != 0 {
+            return Err(FsError::Unsupported);
+        }
+        let noreplace = flags & RENAME_NOREPLACE != 0;
+        let (pk, npk) = (self.folder(parent)?, self.folder(newparent)?);
+        match (&pk, &npk) {
+            (DirKind::Repos, DirKind::Repos) => return self.rename_folder(parent, name, newname, noreplace, true),
+            (DirKind::Tags, DirKind::Tags) => return self.rename_folder(parent, name, newname, noreplace, false),
+            (DirKind::Repo(_) | DirKind::Tag(_), DirKind::Repo(_) | DirKind::Tag(_)) => {}
+            _ => return Err(FsError::NotPermitted),
+        }
+        let a = name_of(NameKind::TagEntry, name)?;
+        let b = name_of(NameKind::TagEntry, newname)?;
+        if parent == newparent && a == b {
+            return Ok(());
+        }
+        let src = self.entry(parent, name)?.ok_or(FsError::NotFound)?;
+        let dst = self.entry(newparent, newname)?;
+        if noreplace && (dst.is_some() || self.dir(newparent)?.detached.contains_key(&b)) {
+            return Err(FsError::Exists);
+        }
+        // Two names of the same inode: POSIX says do nothing.
+        if let (Entry::Bound(r1, s1), Some(Entry::Bound(r2, s2))) = (&src, &dst) {
+            if r1 == r2 && s1 == s2 {
+                return Ok(());
+            }
+        }
+        let dst_scratch = is_scratch_name(newname) && !matches!(dst, Some(Entry::Bound(..)));
+        let result = match src {
+            Entry::Local(ino) => self.rename_local(ino, newparent, &b, dst, dst_scratch),
+            Entry::Bound(r, s) => self.rename_bound(parent, &a, (r, s), newparent, &b, dst, dst_scratch),
+        };
+        self.touch_dir(parent);
+        self.touch_dir(newparent);
+        result
+    }
+
+    fn rename_folder(&mut self, parent: Ino, name: &[u8], newname: &[u8], noreplace: bool, repos: bool) -> Result<(), FsError> {
+        let kind = if repos { NameKind::Repo } else { NameKind::Tag };
+        let (a, b) = (name_of(kind, name)?, name_of(kind, newname)?);
+        let ino = self.resolve(parent, name)?;
+        if let Ok(existing) = self.resolve(parent, newname) {
+            if noreplace {
+                return Err(FsError::Exists);
+            }
+            if existing == ino {
+                return Ok(());
+            }
+            self.rmdir(parent, newname)?; // Only an empty folder may be replaced.
+        }
+        let d = self.dir(ino)?;
+        if !d.local.is_empty() || !d.detached.is_empty() {
+            return Err(FsError::NotPermitted); // Scratch files would lose their folder.
+        }
+        if repos {
+            self.node.rename_repo(&a, &b).map_err(core_err)?;
+            let old = self.repo_dirs.remove(&a);
+            // Secrets of the repository keep their inodes under the new name.
+            let moved: Vec<((Name, Name), Ino)> = self.secrets.iter().filter(|((r, _), _)| *r == a).map(|(k, v)| (k.clone(), *v)).collect();
+            for ((_, s), i) in moved {
+                self.secrets.remove(&(a.clone(), s.clone()));
+                self.secrets.insert((b.clone(), s.clone()), i);
+                if let Ok(f) = self.file_mut(i) {
+                    f.bound = Some((b.clone(), s));
+                }
+            }
+            if let Some(i) = old {
+                self.dir_mut(i)?.kind = DirKind::Repo(b.clone());
+                self.repo_dirs.insert(b, i);
+            }
+        } else {
+            self.node.rename_tag(&a, &b).map_err(core_err)?;
+            if let Some(i) = self.tag_dirs.remove(&a) {
+                self.dir_mut(i)?.kind = DirKind::Tag(b.clone());
+                self.tag_dirs.insert(b, i);
+            }
+        }
+        self.save()
+    }
+
+    fn rename_local(&mut self, ino: Ino, newparent: Ino, b: &Name, dst: Option<Entry>, dst_scratch: bool) -> Result<(), FsError> {
+        let reattach = self.dir(newparent)?.detached.contains_key(b);
+        if dst_scratch && !reattach {
+            // Scratch to scratch: memory only.
+            if let Some(Entry::Local(old)) = dst {
+                self.detach_home(old)?;
+            }
+            self.detach_home(ino)?;
+            match self.inodes.get_mut(&ino) {
+                Some(Inode::File(f)) => f.home = Some((newparent, b.clone())),
+                Some(Inode::Symlink { home, .. }) => *home = Some((newparent, b.clone())),
+                _ => return Err(FsError::NotFound),
+            }
+            self.dir_mut(newparent)?.local.insert(b.clone(), ino);
+            return Ok(());
+        }
+        if matches!(self.inodes.get(&ino), Some(Inode::Symlink { .. })) {
+            return Err(FsError::NotPermitted); // A link cannot become a secret.
+        }
+        // The content becomes the target secret's (the atomic-save pattern): one commit.
+        let target = match dst {
+            Some(Entry::Bound(r, s)) => Some((r, s)),
+            Some(Entry::Local(old)) => {
+                self.detach_home(old)?;
+                None
+            }
+            None if reattach => {
+                let det = self.dir_mut(newparent)?.detached.remove(b).expect("checked");
+                let t = match self.folder(newparent)? {
+                    DirKind::Repo(r) => Some((r, b.clone())),
+                    DirKind::Tag(t) => self.node.state().tags.get(&t).and_then(|e| e.get(b)).cloned(),
+                    _ => None,
+                };
+                if det.holder != ino {
+                    if let Some((r, s)) = &t {
+                        if self.file(det.holder).ok().and_then(|f| f.bound.clone()) == Some((r.clone(), s.clone())) {
+                            self.unbind(det.holder)?;
+                        }
+                    }
+                }
+                t.filter(|(r, s)| self.node.blob_id(r, s).is_some())
+            }
+            None => None,
+        };
+        match target {
+            Some((r, s)) => {
+                self.adopt(ino, &r, &s)?;
+                self.save()
+            }
+            None => {
+                self.detach_home(ino)?;
+                self.promote(ino, newparent, b)
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn rename_bound(
+        &mut self,
+        parent: Ino,
+        a: &Name,
+        (r, s): (Name, Name),
+        newparent: Ino,
+        b: &Name,
+        dst: Option<Entry>,
+        dst_scratch: bool,
+    ) -> Result<(), FsError> {
+        let (pk, npk) = (self.folder(parent)?, self.folder(newparent)?);
+        if dst_scratch {
+            // Detach: hide the entry, keep the secret until the grace period decides.
+            if parent != newparent {
+                return Err(FsError::CrossDevice);
+            }
+            if let Some(Entry::Local(old)) = dst {
+                self.detach_home(old)?;
+            }
+            let ino = self.secret_ino(&r, &s);
+            self.materialize(ino)?;
+            self.file_mut(ino)?.home = Some((parent, b.clone()));
+            let d = self.dir_mut(parent)?;
+            d.local.insert(b.clone(), ino);
+            d.detached.insert(a.clone(), Detached { holder: ino, deadline: Instant::now() + GRACE });
+            self.invalidations.push(Invalidation::Inode(ino));
+            return Ok(());
+        }
+        match (pk, npk) {
+            (DirKind::Repo(r1), DirKind::Repo(r2)) if r1 == r2 => {
+                if let Some(Entry::Local(old)) = dst {
+                    self.detach_home(old)?;
+                }
+                let replaced = matches!(dst, Some(Entry::Bound(..)));
+                if replaced {
+                    if let Some(old) = self.secrets.get(&(r1.clone(), b.clone())).copied() {
+                        self.unbind(old)?;
+                    }
+                }
+                self.dir_mut(newparent)?.detached.remove(b);
+                self.node.rename(&r1, a, b, true).map_err(core_err)?;
+                if let Some(ino) = self.secrets.remove(&(r1.clone(), a.clone())) {
+                    self.file_mut(ino)?.bound = Some((r1.clone(), b.clone()));
+                    self.secrets.insert((r1.clone(), b.clone()), ino);
+                    self.invalidations.push(Invalidation::Inode(ino));
+                }
+                self.save()
+            }
+            (DirKind::Tag(t1), DirKind::Tag(t2)) => {
+                match dst {
+                    Some(Entry::Local(old)) => self.detach_home(old)?,
+                    Some(Entry::Bound(..)) => self.node.untag(&t2, b, false).map_err(core_err)?,
+                    None => {}
+                }
+                self.dir_mut(newparent)?.detached.remove(b);
+                self.node.untag(&t1, a, false).map_err(core_err)?;
+                self.node.tag(&t2, b, &r, &s).map_err(core_err)?;
+                if let Some(i) = self.secrets.get(&(r, s)) {
+                    self.invalidations.push(Invalidation::Inode(*i));
+                }
+                self.save()
+            }
+            _ => Err(FsError::CrossDevice),
+        }
+    }
+
+    /// Drops `n` kernel references to `ino`; unreachable local inodes are freed.
+    pub fn forget(&mut self, ino: Ino) {
+        let free = match self.inodes.get(&ino) {
+            Some(Inode::File(f)) => f.bound.is_none() && f.home.is_none() && f.opens == 0,
+            Some(Inode::Symlink { home, .. }) => home.is_none(),
+            _ => false,
+        };
+        if free {
+            self.inodes.remove(&ino);
+        }
+    }
+
+    /// Filesystem statistics.
+    pub fn statfs(&self) -> StatFs {
+        let files = self.inodes.len() as u64;
+        let used = self.node.file_len().div_ceil(4096);
+        StatFs { blocks: used + (1 << 20), bfree: 1 << 20, files, ffree: 1 << 20, bsize: 4096, namelen: crate::name::MAX_NAME_BYTES as u32 }
+    }
+
+    /// Periodic work: ends expired detachments, names closed new files, commits files left
+    /// open and dirty, and retries failed saves. Call about every quarter second.
+    pub fn tick(&mut self) -> Result<(), FsError> {
+        self.sweep(Some(Instant::now()))
+    }
+
+    /// Commits and saves everything now (before unmounting).
+    pub fn commit_all(&mut self) -> Result<(), FsError> {
+        self.sweep(None)
+    }
+
+    fn sweep(&mut self, now: Option<Instant>) -> Result<(), FsError> {
+        let due = |t: Instant| now.is_none_or(|n| t <= n);
+        let mut first_err = None;
+        let mut note = |r: Result<(), FsError>| {
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        };
+        let mut detached = Vec::new();
+        let mut promote = Vec::new();
+        let mut commit = Vec::new();
+        for (ino, inode) in &self.inodes {
+            match inode {
+                Inode::Dir(d) => detached.extend(d.detached.iter().filter(|(_, det)| due(det.deadline)).map(|(n, _)| (*ino, n.clone()))),
+                Inode::File(f) => {
+                    if f.bound.is_some() && f.dirty && due(f.last_write + GRACE) {
+                        commit.push(*ino);
+                    }
+                    if let (None, Some((dir, name))) = (&f.bound, &f.home) {
+                        let closed = f.closed_at.is_some_and(|c| due(c + GRACE)) || (now.is_none() && f.opens > 0);
+                        if closed && !is_scratch_name(name.as_bytes()) {
+                            promote.push((*ino, *dir, name.clone()));
+                        }
+                    }
+                }
+                Inode::Symlink { .. } => {}
+            }
+        }
+        for (dir, name) in detached {
+            note(self.finalize_detached(dir, &name));
+        }
+        for (ino, dir, name) in promote {
+            note(self.promote(ino, dir, &name));
+        }
+        for ino in commit {
+            note(self.commit_file(ino));
+        }
+        if self.has_unsaved() {
+            note(self.save());
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+
+    /// Brings inodes in line with the node after changes made outside the filesystem.
+    fn reconcile(&mut self) {
+        let bound: Vec<(Ino, Name, Name)> = self
+            .inodes
+            .iter()
+            .filter_map(
+                |(i, n)| if let Inode::File(File { bound: Some((r, s)), .. }) = n { Some((*i, r.clone(), s.clone())) } else { None },
+            )
+            .collect();
+        for (ino, r, s) in bound {
+            if self.node.blob_id(&r, &s).is_none() && !self.dir_has_detached(&r, &s) {
+                let _ = self.unbind(ino);
+            } else if let Ok(f) = self.file_mut(ino) {
+                if !f.dirty {
+                    f.data = None;
+                }
+                self.invalidations.push(Invalidation::Inode(ino));
+            }
+        }
+        self.repo_dirs.retain(|r, _| self.node.state().repos.contains_key(r));
+        self.tag_dirs.retain(|t, _| self.node.state().tags.contains_key(t));
+    }
+
+    fn dir_has_detached(&self, repo: &Name, secret: &Name) -> bool {
+        self.repo_dirs.get(repo).and_then(|d| self.dir(*d).ok()).is_some_and(|d| d.detached.contains_key(secret))
+    }
+
+    /// The blob id the node has for a bound inode (for tests and diagnostics).
+    pub fn blob_of(&self, ino: Ino) -> Option<Oid> {
+        let (r, s) = self.file(ino).ok()?.bound.clone()?;
+        self.node.blob_id(&r, &s)
+    }
+
+    /// Consumes the filesystem, returning the node.
+    pub fn into_node(self) -> Node {
+        self.node
+    }
+
+    /// Drops every plaintext buffer and the node's decrypted state (zeroized as they drop).
+    /// The filesystem is empty afterwards; call it only once the mount is gone.
+    pub fn wipe(&mut self) {
+        self.inodes.clear();
+        self.secrets.clear();
+        self.node.wipe();
+    }
+}
+
+#[cfg(test)]
+mod tests;

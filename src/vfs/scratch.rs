@@ -1,0 +1,27 @@
+//! Editor scratch names: files that live in memory only and never enter history.
+
+/// Whether `name` looks like an editor's scratch file: a name starting with `.`, ending in
+/// `~`, of the form `#…#`, ending in `.swp` or `.swx`, or vim's probe file `4913`.
+pub fn is_scratch_name(name: &[u8]) -> bool {
+    name.starts_with(b".")
+        || name.ends_with(b"~")
+        || (name.len() >= 2 && name.starts_with(b"#") && name.ends_with(b"#"))
+        || name.ends_with(b".swp")
+        || name.ends_with(b".swx")
+        || name == b"4913"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_scratch_name;
+
+    #[test]
+    fn classifies_editor_files() {
+        for s in [&b".f.swp"[..], b"f~", b"#f#", b"f.swx", b"4913", b".#f", b".hidden"] {
+            assert!(is_scratch_name(s), "{s:?}");
+        }
+        for s in [&b"key"[..], b"#f", b"f#", b"swp", b"49134", b"sedAbC123", b"tmpx1y2z3"] {
+            assert!(!is_scratch_name(s), "{s:?}");
+        }
+    }
+}
