@@ -140,6 +140,6 @@ impl Error {
 
     /// Is this a usage-class error (exit status 2 in the CLI)?
     pub fn is_usage(&self) -> bool {
-        matches!(self, Error::NoPassphraseSource)
+        matches!(self, Error::NoPassphraseSource | Error::InvalidName { .. } | Error::InvalidPath { .. })
     }
 }

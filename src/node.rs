@@ -100,9 +100,10 @@ impl Node {
             _ => Error::io("cannot create node", path, e),
         })?;
         lock_file(&file, path, Access::Write)?;
-        let (header, key) = Header::create(pass, params).map_err(|e| Error::io("cannot create node", path, e))?;
+        params.check().map_err(|what| Error::Passphrase(format!("refusing Argon2 parameters: {what}")))?;
+        let (mut header, key) = Header::create(pass, params).map_err(|e| Error::io("cannot create node", path, e))?;
         let mut storage = FileStorage::new(file);
-        let written = log::write_header(&mut storage, &header).and_then(|()| {
+        let written = log::write_header(&mut storage, &mut header, &key).and_then(|()| {
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
             crate::storage::sync_dir(dir)
         });
@@ -139,8 +140,7 @@ impl Node {
     /// Opens a node from any storage (tests use in-memory or failing storage).
     pub fn open_storage(path: &Path, storage: Box<dyn Storage>, pass: &Passphrase, access: Access) -> Result<Node> {
         let bytes = zeroize::Zeroizing::new(storage.read_all().map_err(|e| Error::io("cannot read node", path, e))?);
-        let (header, both) = Header::decode(&bytes).map_err(|e| header_error(path, e))?;
-        let key = header.unwrap_key(pass).map_err(|e| header_error(path, e))?;
+        let (header, key, both) = Header::open(&bytes, pass).map_err(|e| header_error(path, e))?;
         let mut state = State::default();
         let replayed = log::replay(&bytes, &header, &key, |txn| {
             if txn.reset {
@@ -500,10 +500,11 @@ impl Node {
         if new.expose().is_empty() {
             return Err(Error::EmptyPassphrase);
         }
+        params.check().map_err(|what| Error::Passphrase(format!("refusing Argon2 parameters: {what}")))?;
         let mut h = self.header.clone();
         h.wrap(new, params, &self.key).map_err(|e| Error::io("cannot change passphrase of", &self.path, e))?;
         h.generation += 1;
-        log::write_header(self.storage.as_mut(), &h).map_err(|e| Error::io("cannot write node", &self.path, e))?;
+        log::write_header(self.storage.as_mut(), &mut h, &self.key).map_err(|e| Error::io("cannot write node", &self.path, e))?;
         self.header = h;
         self.header_degraded = false;
         Ok(())

@@ -515,7 +515,6 @@ fn no_passphrase_source_and_no_terminal_exits_2_and_writes_nothing() {
 }
 
 #[test]
-#[ignore = "bug: init creates missing parent directories before it has a passphrase; the contract says nothing is written (docs/CLI.md documents this as an exception)"]
 fn init_without_a_passphrase_creates_no_directory() {
     let t = TempNode::new();
     let fresh = t.dir.path().join("sub/dir/new.node");
@@ -997,7 +996,6 @@ const USAGE_ERRORS: [&[&str]; 6] =
     [&["frobnicate"], &["get"], &["get", "r/s", "extra"], &["--no-such-flag", "ls"], &["ls", "--no-such-flag"], &["tag", "t"]];
 
 #[test]
-#[ignore = "bug: clap usage errors take several lines (error, Usage:, hint); the contract says every failure is one line (docs/CLI.md documents the exception)"]
 fn usage_errors_are_one_line() {
     let t = init();
     for args in USAGE_ERRORS {

@@ -21,6 +21,7 @@ pub const KNOWN_REQUIRED_FEATURES: u32 = 0;
 pub const KDF_ARGON2ID: u8 = 1;
 
 const WRAP_CONTEXT: &[u8] = b"polykey v1 key wrap";
+const SEAL_CONTEXT: &[u8] = b"polykey v1 header seal";
 const CRC_AT: usize = SLOT_BYTES - 4;
 
 /// The header's fields (one slot's content).
@@ -50,6 +51,11 @@ pub struct Header {
     pub wrap_nonce: [u8; aead::NONCE_BYTES],
     /// The data key, sealed with the key-encryption key.
     pub wrapped_key: [u8; 32 + aead::TAG_BYTES],
+    /// Nonce of the header seal.
+    pub seal_nonce: [u8; aead::NONCE_BYTES],
+    /// Tag sealing bytes 0..176 under the data key, so the log pointers, epoch and generation
+    /// cannot be changed by anyone who lacks the key (a checksum alone would not stop that).
+    pub seal_tag: [u8; aead::TAG_BYTES],
 }
 
 /// What is wrong with the header region, for the caller to phrase with the node's path.
@@ -75,6 +81,7 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 impl Header {
     /// A new header for a fresh node: random id and salt, the data key wrapped under `pass`.
+    /// The caller seals it with [`Header::seal`] before writing.
     pub fn create(pass: &Passphrase, params: kdf::KdfParams) -> std::io::Result<(Header, Key)> {
         let mut node_id = [0u8; 16];
         crate::secret::fill_random(&mut node_id)?;
@@ -92,8 +99,11 @@ impl Header {
             salt: [0; kdf::SALT_BYTES],
             wrap_nonce: [0; aead::NONCE_BYTES],
             wrapped_key: [0; 48],
+            seal_nonce: [0; aead::NONCE_BYTES],
+            seal_tag: [0; aead::TAG_BYTES],
         };
         h.wrap(pass, params, &data_key)?;
+        h.seal(&data_key)?;
         Ok((h, data_key))
     }
 
@@ -119,6 +129,25 @@ impl Header {
         let mut key = Key([0; 32]);
         key.0.copy_from_slice(&buf);
         Ok(key)
+    }
+
+    /// Seals the header's bytes 0..176 under the data key (after any change to them).
+    pub fn seal(&mut self, data_key: &Key) -> std::io::Result<()> {
+        self.seal_nonce = aead::random_nonce()?;
+        let mut buf = Vec::new();
+        aead::seal(data_key, &self.seal_nonce, &self.seal_aad(), &mut buf);
+        self.seal_tag.copy_from_slice(&buf);
+        Ok(())
+    }
+
+    /// Checks the seal made by [`Header::seal`].
+    pub fn verify_seal(&self, data_key: &Key) -> bool {
+        let mut buf = self.seal_tag.to_vec();
+        aead::open(data_key, &self.seal_nonce, &self.seal_aad(), &mut buf)
+    }
+
+    fn seal_aad(&self) -> Vec<u8> {
+        [SEAL_CONTEXT, &self.encode()[..176]].concat()
     }
 
     /// The associated data of the key wrap: every field that must not change while the
@@ -148,6 +177,8 @@ impl Header {
         b[88..104].copy_from_slice(&self.salt);
         b[104..128].copy_from_slice(&self.wrap_nonce);
         b[128..176].copy_from_slice(&self.wrapped_key);
+        b[176..200].copy_from_slice(&self.seal_nonce);
+        b[200..216].copy_from_slice(&self.seal_tag);
         let crc = crc32fast::hash(&b[..CRC_AT]);
         b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         b
@@ -178,7 +209,7 @@ impl Header {
             || b[20..24] != [0; 4]
             || b[52..56] != [0; 4]
             || b[73..76] != [0; 3]
-            || b[176..CRC_AT].iter().any(|&x| x != 0)
+            || b[216..CRC_AT].iter().any(|&x| x != 0)
         {
             return bad("header has non-zero reserved fields".into());
         }
@@ -199,6 +230,8 @@ impl Header {
             salt: b[88..104].try_into().expect("16 bytes"),
             wrap_nonce: b[104..128].try_into().expect("24 bytes"),
             wrapped_key: b[128..176].try_into().expect("48 bytes"),
+            seal_nonce: b[176..200].try_into().expect("24 bytes"),
+            seal_tag: b[200..216].try_into().expect("16 bytes"),
         };
         if h.log_start < LOG_OFFSET || h.base_end < h.log_start {
             return bad("header's log bounds are impossible".into());
@@ -206,30 +239,55 @@ impl Header {
         Ok(Some(h))
     }
 
-    /// Reads the header from the start of a node file: the newer of the two intact slots.
-    /// Also says whether both slots are intact and equal (if not, the next header write
-    /// repairs the other copy).
-    pub fn decode(file: &[u8]) -> Result<(Header, bool), HeaderError> {
+    /// Reads the header copies from the start of a node file: the intact slots, newest first,
+    /// and whether both were intact and equal (if not, the next header write repairs them).
+    /// An intact slot of an unknown version or feature makes the whole node unsupported, so
+    /// an older copy never hides a newer format.
+    pub fn decode(file: &[u8]) -> Result<(Vec<Header>, bool), HeaderError> {
         if file.len() < SLOT_BYTES {
             return Err(HeaderError::Damaged(format!("file is {} bytes, shorter than a header", file.len())));
         }
         let a = Self::decode_slot(&file[..SLOT_BYTES]);
         let b = if file.len() >= 2 * SLOT_BYTES { Self::decode_slot(&file[SLOT_BYTES..2 * SLOT_BYTES]) } else { Ok(None) };
-        match (a, b) {
-            (Ok(Some(a)), Ok(Some(b))) => {
-                let both = a == b;
-                Ok((if b.generation > a.generation { b } else { a }, both))
-            }
-            (Ok(Some(h)), _) | (_, Ok(Some(h))) => Ok((h, false)),
-            (Err(e), _) | (_, Err(e)) => Err(e),
-            (Ok(None), Ok(None)) => {
-                if file[..8] != MAGIC[..] && file.get(SLOT_BYTES..SLOT_BYTES + 8) != Some(&MAGIC[..]) {
-                    Err(HeaderError::Damaged("not a Polykey node (bad magic number)".into()))
-                } else {
-                    Err(HeaderError::Damaged("header checksum mismatch in both copies".into()))
+        let (a, b) = match (a, b) {
+            (Err(e @ HeaderError::Unsupported(_)), _) | (_, Err(e @ HeaderError::Unsupported(_))) => return Err(e),
+            (a, b) => (a, b),
+        };
+        let both = matches!((&a, &b), (Ok(Some(x)), Ok(Some(y))) if x == y);
+        let mut found: Vec<Header> = [a, b].into_iter().filter_map(|r| r.ok().flatten()).collect();
+        found.sort_by(|x, y| y.generation.cmp(&x.generation));
+        found.dedup();
+        if !found.is_empty() {
+            return Ok((found, both));
+        }
+        let a = Self::decode_slot(&file[..SLOT_BYTES]);
+        if let Err(e) = a {
+            return Err(e);
+        }
+        if file[..8] != MAGIC[..] && file.get(SLOT_BYTES..SLOT_BYTES + 8) != Some(&MAGIC[..]) {
+            Err(HeaderError::Damaged("not a Polykey node (bad magic number)".into()))
+        } else {
+            Err(HeaderError::Damaged("header checksum mismatch in both copies".into()))
+        }
+    }
+
+    /// Opens the header of `file` with `pass`: the newest intact copy that unwraps and whose
+    /// seal holds. Returns it, the data key, and whether both copies were intact and equal.
+    pub fn open(file: &[u8], pass: &Passphrase) -> Result<(Header, Key, bool), HeaderError> {
+        let (candidates, both) = Self::decode(file)?;
+        let mut err = HeaderError::WrongPassphrase;
+        for h in candidates {
+            match h.unwrap_key(pass) {
+                Ok(key) if h.verify_seal(&key) => return Ok((h, key, both)),
+                Ok(_) => err = HeaderError::Damaged("header seal does not verify (tampered log pointers?)".into()),
+                Err(e) => {
+                    if !matches!(err, HeaderError::Damaged(_)) {
+                        err = e;
+                    }
                 }
             }
         }
+        Err(err)
     }
 }
 
@@ -241,54 +299,74 @@ mod tests {
         kdf::KdfParams { memory_kib: 8, time_cost: 1, parallelism: 1 }
     }
 
+    fn file(h: &Header) -> Vec<u8> {
+        let s = h.encode();
+        [s, s].concat()
+    }
+
     #[test]
-    fn create_encode_decode_unwrap() {
+    fn create_encode_open() {
         let pw = Passphrase::new(b"pw".to_vec());
         let (h, key) = Header::create(&pw, fast()).unwrap();
-        let slot = h.encode();
-        let file = [slot, slot].concat();
-        let (back, both) = Header::decode(&file).unwrap();
+        let (back, k2, both) = Header::open(&file(&h), &pw).unwrap();
         assert!(both);
         assert_eq!(back, h);
-        assert_eq!(back.unwrap_key(&pw).unwrap().expose(), key.expose());
-        assert_eq!(back.unwrap_key(&Passphrase::new(b"no".to_vec())).err(), Some(HeaderError::WrongPassphrase));
+        assert_eq!(k2.expose(), key.expose());
+        assert_eq!(Header::open(&file(&h), &Passphrase::new(b"no".to_vec())).err(), Some(HeaderError::WrongPassphrase));
     }
 
     #[test]
     fn one_damaged_slot_is_survived_two_are_damage() {
         let pw = Passphrase::new(b"pw".to_vec());
         let (h, _) = Header::create(&pw, fast()).unwrap();
-        let slot = h.encode();
-        let mut file = [slot, slot].concat();
-        file[100] ^= 1;
-        let (back, both) = Header::decode(&file).unwrap();
+        let mut f = file(&h);
+        f[100] ^= 1;
+        let (back, _, both) = Header::open(&f, &pw).unwrap();
         assert_eq!((back, both), (h.clone(), false));
-        file[612] ^= 1;
-        assert!(matches!(Header::decode(&file), Err(HeaderError::Damaged(_))));
+        f[612] ^= 1;
+        assert!(matches!(Header::open(&f, &pw), Err(HeaderError::Damaged(_))));
     }
 
     #[test]
-    fn unknown_version_and_features_are_refused() {
+    fn unknown_version_and_features_are_refused_even_beside_a_good_copy() {
         let pw = Passphrase::new(b"pw".to_vec());
         let (mut h, _) = Header::create(&pw, fast()).unwrap();
+        let good = h.encode();
         h.version = 2;
-        let s = h.encode();
-        assert!(matches!(Header::decode(&[s, s].concat()), Err(HeaderError::Unsupported(_))));
+        assert!(matches!(Header::decode(&[good, h.encode()].concat()), Err(HeaderError::Unsupported(_))));
         h.version = 1;
         h.required_features = 4;
-        let s = h.encode();
-        assert!(matches!(Header::decode(&[s, s].concat()), Err(HeaderError::Unsupported(_))));
+        assert!(matches!(Header::decode(&file(&h)), Err(HeaderError::Unsupported(_))));
         h.required_features = 0;
         h.kdf.memory_kib = u32::MAX;
-        let s = h.encode();
-        assert!(matches!(Header::decode(&[s, s].concat()), Err(HeaderError::Damaged(_))));
+        assert!(matches!(Header::decode(&file(&h)), Err(HeaderError::Damaged(_))));
     }
 
     #[test]
-    fn tampered_kdf_params_do_not_unwrap() {
+    fn tampered_fields_are_caught() {
         let pw = Passphrase::new(b"pw".to_vec());
-        let (mut h, _) = Header::create(&pw, fast()).unwrap();
-        h.kdf.time_cost = 2;
-        assert_eq!(h.unwrap_key(&pw).err(), Some(HeaderError::WrongPassphrase));
+        let (h, _) = Header::create(&pw, fast()).unwrap();
+        // KDF parameters are bound to the key wrap.
+        let mut t = h.clone();
+        t.kdf.time_cost = 2;
+        assert_eq!(Header::open(&file(&t), &pw).err(), Some(HeaderError::WrongPassphrase));
+        // Log pointers are bound to the seal (the CRC alone is recomputable by anyone).
+        let mut t = h.clone();
+        t.log_start += 52;
+        t.base_end = t.log_start;
+        assert!(matches!(Header::open(&file(&t), &pw), Err(HeaderError::Damaged(_))));
+    }
+
+    #[test]
+    fn an_interrupted_passphrase_change_opens_with_either_passphrase() {
+        let (old, new) = (Passphrase::new(b"old".to_vec()), Passphrase::new(b"new".to_vec()));
+        let (h, key) = Header::create(&old, fast()).unwrap();
+        let mut h2 = h.clone();
+        h2.wrap(&new, fast(), &key).unwrap();
+        h2.generation += 1;
+        h2.seal(&key).unwrap();
+        let f = [h2.encode(), h.encode()].concat();
+        assert_eq!(Header::open(&f, &new).unwrap().0, h2);
+        assert_eq!(Header::open(&f, &old).unwrap().0, h);
     }
 }

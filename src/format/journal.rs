@@ -194,8 +194,10 @@ fn parse_target(t: &[u8]) -> Option<(Name, Name)> {
 /// Parses a transaction's tar stream into records, strictly.
 pub fn parse(plaintext: &[u8]) -> Result<Vec<Record>, JournalError> {
     let err = |member: &[u8], what| JournalError { member: String::from_utf8_lossy(member).into_owned(), what };
-    // The tar crate stops at the first all-zero block or at the end of input.
-    let mut archive = tar::Archive::new(plaintext);
+    // The tar crate stops at the first all-zero block or at the end of input; the writer
+    // never writes zero blocks, so stopping before the end means damage.
+    let mut cursor = std::io::Cursor::new(plaintext);
+    let mut archive = tar::Archive::new(&mut cursor);
     let entries = archive.entries().map_err(|_| err(b"", "unreadable tar stream"))?;
     let mut out = Vec::new();
     for entry in entries {
@@ -206,7 +208,8 @@ pub fn parse(plaintext: &[u8]) -> Result<Vec<Record>, JournalError> {
         if size > MAX_MEMBER_BYTES {
             return Err(err(&path, "member is larger than any object"));
         }
-        let trimmed = path.strip_suffix(b"/").unwrap_or(&path);
+        // Only directories may carry a trailing slash.
+        let trimmed = if kind == tar::EntryType::Directory { path.strip_suffix(b"/").unwrap_or(&path) } else { &path[..] };
         let parts = split_names(trimmed);
         let record = match (kind, parts.as_slice()) {
             (tar::EntryType::Directory, [b"repos", r]) => name(NameKind::Repo, r).map(Record::Repo),
@@ -229,6 +232,10 @@ pub fn parse(plaintext: &[u8]) -> Result<Vec<Record>, JournalError> {
             _ => None,
         };
         out.push(record.ok_or_else(|| err(&path, "not part of the journal vocabulary"))?);
+    }
+    drop(archive);
+    if cursor.position() != plaintext.len() as u64 {
+        return Err(err(b"", "an end-of-archive block inside a transaction"));
     }
     Ok(out)
 }

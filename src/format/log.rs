@@ -23,8 +23,6 @@ pub const FLAG_RESET: u8 = 2;
 pub const MAX_FRAME_PLAINTEXT: usize = 4 << 20;
 /// Largest ciphertext a reader accepts in one frame (bounds allocation on hostile input).
 pub const MAX_FRAME_CIPHERTEXT: u32 = (MAX_FRAME_PLAINTEXT + aead::TAG_BYTES) as u32;
-/// Largest transaction a reader accepts (bounds allocation on hostile input): 1 GiB.
-pub const MAX_TRANSACTION_BYTES: usize = 1 << 30;
 
 const AAD_CONTEXT: &[u8] = b"polykey v1 frame";
 
@@ -177,9 +175,6 @@ pub fn replay(
         let buf = zeroize::Zeroizing::new(buf);
         let txn =
             pending.get_or_insert_with(|| Transaction { offset: at, reset: fh.flags & FLAG_RESET != 0, plaintext: Default::default() });
-        if txn.plaintext.len() + buf.len() > MAX_TRANSACTION_BYTES {
-            return Err(damage(at, "transaction larger than 1 GiB"));
-        }
         txn.plaintext.extend_from_slice(&buf);
         if at == header.log_start && !(txn.reset || header.log_start == super::header::LOG_OFFSET && header.epoch == 0) {
             return Err(damage(at, "log does not begin with a checkpoint"));
@@ -240,8 +235,10 @@ pub fn append(storage: &mut dyn Storage, header: &Header, key: &Key, pos: &mut P
     Ok(bytes.len() as u64)
 }
 
-/// Writes both header slots, A then B, syncing after each, so a crash tears at most one.
-pub fn write_header(storage: &mut dyn Storage, header: &Header) -> io::Result<()> {
+/// Seals `header` under the data key and writes both slots, A then B, syncing after each,
+/// so a crash tears at most one.
+pub fn write_header(storage: &mut dyn Storage, header: &mut Header, key: &Key) -> io::Result<()> {
+    header.seal(key)?;
     let slot = header.encode();
     storage.write_at(0, &slot)?;
     storage.sync()?;
@@ -268,7 +265,7 @@ pub fn compact(storage: &mut dyn Storage, header: &mut Header, key: &Key, pos: &
     h.epoch = tail_pos.epoch;
     h.log_start = tail_pos.end;
     h.base_end = tail_pos.end + c.len() as u64;
-    write_header(storage, &h)?;
+    write_header(storage, &mut h, key)?;
     *header = h;
     tail_pos.end = header.base_end;
     tail_pos.next_seq = c_frames;
@@ -289,7 +286,7 @@ pub fn compact(storage: &mut dyn Storage, header: &mut Header, key: &Key, pos: &
     h.epoch = front_pos.epoch;
     h.log_start = front;
     h.base_end = front + c2.len() as u64;
-    write_header(storage, &h)?;
+    write_header(storage, &mut h, key)?;
     *header = h;
     // 5. Cut off everything after it.
     storage.truncate(header.base_end)?;

@@ -17,16 +17,16 @@ pub struct Cli {
 #[derive(Args, Clone)]
 pub struct Global {
     /// The node file [default: $XDG_DATA_HOME/polykey/default.node]
-    #[arg(long, global = true, env = "POLYKEY_NODE", value_name = "PATH")]
+    #[arg(long, global = true, env = "POLYKEY_NODE", hide_env_values = true, value_name = "PATH")]
     pub node: Option<PathBuf>,
     /// Read the passphrase from FILE (one trailing newline is stripped)
-    #[arg(long, global = true, env = "POLYKEY_PASSWORD_FILE", value_name = "FILE")]
+    #[arg(long, global = true, env = "POLYKEY_PASSWORD_FILE", hide_env_values = true, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
     /// Run CMD with `sh -c` and use its output as the passphrase
-    #[arg(long, global = true, env = "POLYKEY_PASSWORD_COMMAND", value_name = "CMD")]
+    #[arg(long, global = true, env = "POLYKEY_PASSWORD_COMMAND", hide_env_values = true, value_name = "CMD")]
     pub password_command: Option<String>,
     /// Read a new passphrase (init, passwd) from FILE
-    #[arg(long, global = true, env = "POLYKEY_NEW_PASSWORD_FILE", value_name = "FILE")]
+    #[arg(long, global = true, env = "POLYKEY_NEW_PASSWORD_FILE", hide_env_values = true, value_name = "FILE")]
     pub new_password_file: Option<PathBuf>,
     /// Print lists as JSON arrays of objects
     #[arg(long, global = true)]

@@ -37,7 +37,27 @@ impl From<io::Error> for Failure {
 type CliResult = Result<(), Failure>;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // An empty POLYKEY_* variable means "not set", as in most tools; but an empty
+    // $POLYKEY_PASSWORD is an empty passphrase, and is refused as one.
+    for (k, v) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("POLYKEY_") && k != password::ENV_PASSWORD && v.is_empty() {
+            std::env::remove_var(k);
+        }
+    }
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line, like every other failure: clap's first line, without its own prefix.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
+            let _ = writeln!(io::stderr(), "polykey: {first} (see polykey --help)");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(msg, code)) => {
@@ -220,6 +240,11 @@ fn print(g: &Global, resp: Response) -> CliResult {
 
 fn init(g: &Global) -> CliResult {
     let path = node_path(g)?;
+    if path.exists() {
+        return Err(Error::NodeExists { path }.into());
+    }
+    // The passphrase first: without one, nothing is written, not even a folder.
+    let pass = new_passphrase(g, true)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
         let mut b = std::fs::DirBuilder::new();
         b.recursive(true);
@@ -227,10 +252,6 @@ fn init(g: &Global) -> CliResult {
         std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
         b.create(dir).map_err(|e| Error::io("cannot create directory", dir, e))?;
     }
-    if path.exists() {
-        return Err(Error::NodeExists { path }.into());
-    }
-    let pass = new_passphrase(g, true)?;
     Node::create(&path, &pass, kdf(g))?;
     if !g.quiet {
         eprintln!("polykey: created node {}", path.display());
