@@ -4,6 +4,7 @@ mod util;
 
 mod cli;
 mod corruption;
+mod editors;
 mod mount;
 mod mounted;
 mod roundtrip;
