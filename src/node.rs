@@ -67,6 +67,8 @@ pub struct Node {
     access: Access,
     /// Whether only one header slot is intact (repaired at the next header write).
     header_degraded: bool,
+    /// A save cut short or damaged at the end of the log, ignored when opening.
+    discarded: Option<log::Damage>,
 }
 
 fn lock_file(file: &File, path: &Path, access: Access) -> Result<()> {
@@ -124,6 +126,7 @@ impl Node {
             compact_at: COMPACT_MIN_GARBAGE_BYTES,
             access: Access::Write,
             header_degraded: false,
+            discarded: None,
         })
     }
 
@@ -164,6 +167,7 @@ impl Node {
             compact_at: replayed.position.end.max(2 * live + COMPACT_MIN_GARBAGE_BYTES),
             access,
             header_degraded: !both,
+            discarded: replayed.discarded,
         })
     }
 
@@ -516,6 +520,12 @@ impl Node {
         self.state = State::default();
         self.pending = journal::Writer::new();
         self.access = Access::Read;
+    }
+
+    /// The save that was cut short or damaged at the end of the log and ignored at open, if
+    /// any: its offset and what was wrong. The node is at its last complete state.
+    pub fn discarded_tail(&self) -> Option<(u64, &str)> {
+        self.discarded.as_ref().map(|d| (d.offset, d.what.as_str()))
     }
 
     /// Whether one of the two header copies was damaged when the node was opened.

@@ -10,13 +10,18 @@
 //!   or [`GRACE`] after its last close (so `sed -i`'s and Python's temporary files, renamed
 //!   over a secret right after they are written, never appear in history).
 //!
-//! Renaming a bound entry to a scratch name (vim's and emacs's backup step) *detaches* it: the
-//! secret stays in the node, hidden, so that a new file created at the same name within
-//! [`GRACE`] replaces its content in one commit and keeps its tag entries. If nothing takes
-//! its place, the secret is removed (or the tag entry dropped) when the grace period ends.
+//! Renaming a bound entry to a scratch name (vim's and emacs's backup step), or unlinking it
+//! (what `mv` does when it moves a file in from another filesystem), *detaches* it: the secret
+//! stays in the node, hidden (after an unlink its tag entries are hidden too), so that a new
+//! file created at the same name within [`GRACE`] replaces its content in one commit and keeps
+//! its tag entries. If nothing takes its place, the secret is removed (or the tag entry
+//! dropped) when the grace period ends, or at once when a CLI command or unmount needs the
+//! node to be current.
 //!
-//! Each logical save is one commit, made when a dirty file is flushed (closed) or fsync'd, or
-//! [`GRACE`] after its last write if it stays open; each commit is saved (fsync'd) at once.
+//! Each logical save is one commit, made when the last descriptor of an open file is released
+//! or when it is fsync'd, or [`GRACE`] after its last write if it stays open; each commit is
+//! saved (fsync'd) at once. (Not at every `close`: shells dup and close descriptors of the
+//! same open file, so a `close` is not the end of a save.)
 
 pub mod scratch;
 
@@ -170,8 +175,9 @@ enum DirKind {
 }
 
 struct Detached {
-    /// The local inode that holds the detached secret under a scratch name.
-    holder: Ino,
+    /// The local inode that holds the detached secret under a scratch name (a rename), or
+    /// none (an unlink: the secret and its tag entries are hidden until the grace ends).
+    holder: Option<Ino>,
     deadline: Instant,
 }
 
@@ -398,9 +404,25 @@ impl Vfs {
                 let exists = self.node.state().repos.get(r).and_then(|repo| repo.tree().ok()).is_some_and(|t| t.contains_key(&n));
                 exists.then(|| Entry::Bound(r.clone(), n))
             }
-            DirKind::Tag(t) => self.node.state().tags.get(t).and_then(|es| es.get(&n)).map(|(r, s)| Entry::Bound(r.clone(), s.clone())),
+            DirKind::Tag(t) => self
+                .node
+                .state()
+                .tags
+                .get(t)
+                .and_then(|es| es.get(&n))
+                .filter(|(r, s)| !self.removal_pending(r, s))
+                .map(|(r, s)| Entry::Bound(r.clone(), s.clone())),
             _ => None,
         })
+    }
+
+    /// Whether `repo/secret` was unlinked and waits, hidden, for its grace period to end.
+    fn removal_pending(&self, repo: &Name, secret: &Name) -> bool {
+        self.repo_dirs
+            .get(repo)
+            .and_then(|d| self.dir(*d).ok())
+            .and_then(|d| d.detached.get(secret))
+            .is_some_and(|det| det.holder.is_none())
     }
 
     /// Resolves a name to an inode number (allocating inodes for folders and secrets).
@@ -577,7 +599,13 @@ impl Vfs {
             DirKind::Repo(_) | DirKind::Tag(_) => {
                 let names: Vec<Name> = match &kind {
                     DirKind::Repo(r) => self.node.secrets(r).map_err(core_err)?,
-                    DirKind::Tag(t) => self.node.state().tags.get(t).map(|e| e.keys().cloned().collect()).unwrap_or_default(),
+                    DirKind::Tag(t) => self
+                        .node
+                        .state()
+                        .tags
+                        .get(t)
+                        .map(|e| e.iter().filter(|(_, (r, s))| !self.removal_pending(r, s)).map(|(n, _)| n.clone()).collect())
+                        .unwrap_or_default(),
                     _ => unreachable!(),
                 };
                 let dir = self.dir(ino)?;
@@ -748,6 +776,15 @@ impl Vfs {
         }
     }
 
+    /// Ends every detachment in folder `dir` now.
+    fn finalize_all_detached(&mut self, dir: Ino) -> Result<(), FsError> {
+        let names: Vec<Name> = self.dir(dir)?.detached.keys().cloned().collect();
+        for n in names {
+            self.finalize_detached(dir, &n)?;
+        }
+        Ok(())
+    }
+
     /// Ends a detachment: the hidden bound entry is removed for good.
     fn finalize_detached(&mut self, dir: Ino, name: &Name) -> Result<(), FsError> {
         let Some(d) = self.dir_mut(dir)?.detached.remove(name) else { return Ok(()) };
@@ -757,9 +794,9 @@ impl Vfs {
             _ => None,
         };
         if let Some((r, s)) = target {
-            let still = self.file(d.holder).ok().and_then(|f| f.bound.clone()) == Some((r.clone(), s.clone()));
+            let still = d.holder.and_then(|h| self.file(h).ok()).and_then(|f| f.bound.clone()) == Some((r.clone(), s.clone()));
             if still && matches!(self.folder(dir)?, DirKind::Repo(_)) {
-                self.unbind(d.holder)?;
+                self.unbind(d.holder.expect("still bound"))?;
             }
             let exists = match self.folder(dir)? {
                 DirKind::Repo(_) => self.node.blob_id(&r, &s).is_some(),
@@ -794,8 +831,10 @@ impl Vfs {
             ino = self.alloc(Self::new_file(None, Some(Zeroizing::new(Vec::new())), None));
             match target {
                 Some((r, s)) if self.node.blob_id(&r, &s).is_some() => {
-                    if self.file(d.holder).ok().and_then(|f| f.bound.clone()) == Some((r.clone(), s.clone())) {
-                        self.unbind(d.holder)?;
+                    if let Some(h) = d.holder {
+                        if self.file(h).ok().and_then(|f| f.bound.clone()) == Some((r.clone(), s.clone())) {
+                            self.unbind(h)?;
+                        }
                     }
                     self.bind(ino, &r, &s)?;
                     let f = self.file_mut(ino)?;
@@ -878,12 +917,13 @@ impl Vfs {
         Ok(data.len() as u32)
     }
 
-    /// A file handle is being closed: its changes become one commit.
-    pub fn flush(&mut self, ino: Ino) -> Result<(), FsError> {
-        match self.inodes.get(&ino) {
-            Some(Inode::File(_)) => self.commit_file(ino),
-            _ => Ok(()),
+    /// A descriptor is being closed. The save ends at release, not here (see the module
+    /// doc); a failure to write earlier saves is reported to `close` now.
+    pub fn flush(&mut self, _ino: Ino) -> Result<(), FsError> {
+        if self.unsaved {
+            self.save()?;
         }
+        Ok(())
     }
 
     /// The last handle of an open is released.
@@ -938,6 +978,7 @@ impl Vfs {
     /// Removes an empty repository or tag.
     pub fn rmdir(&mut self, parent: Ino, name: &[u8]) -> Result<(), FsError> {
         let ino = self.resolve(parent, name)?;
+        self.finalize_all_detached(ino)?;
         let d = self.dir(ino)?;
         if !d.local.is_empty() || !d.detached.is_empty() {
             return Err(FsError::NotEmpty);
@@ -972,7 +1013,7 @@ impl Vfs {
                     .inodes
                     .iter()
                     .filter_map(|(i, node)| match node {
-                        Inode::Dir(d) => d.detached.iter().find(|(_, det)| det.holder == ino).map(|(dn, _)| (*i, dn.clone())),
+                        Inode::Dir(d) => d.detached.iter().find(|(_, det)| det.holder == Some(ino)).map(|(dn, _)| (*i, dn.clone())),
                         _ => None,
                     })
                     .collect();
@@ -984,8 +1025,17 @@ impl Vfs {
                 }
             }
             Entry::Bound(r, s) => {
-                self.remove_bound(parent, &n, &r, &s)?;
-                self.save()?;
+                // Hidden now, removed when the grace period ends, unless a new file takes its
+                // place first (mv from another filesystem: unlink, then create).
+                self.dir_mut(parent)?.detached.insert(n, Detached { holder: None, deadline: Instant::now() + GRACE });
+                if let Some(ino) = self.secrets.get(&(r.clone(), s.clone())) {
+                    self.invalidations.push(Invalidation::Inode(*ino));
+                }
+                for (t, e) in self.node.state().links_to(&r, &s) {
+                    if let Some(d) = self.tag_dirs.get(&t) {
+                        self.invalidations.push(Invalidation::Entry(*d, e.as_bytes().to_vec()));
+                    }
+                }
             }
         }
         self.touch_dir(parent);
@@ -1059,8 +1109,9 @@ impl Vfs {
             }
             self.rmdir(parent, newname)?; // Only an empty folder may be replaced.
         }
+        self.finalize_all_detached(ino)?;
         let d = self.dir(ino)?;
-        if !d.local.is_empty() || !d.detached.is_empty() {
+        if !d.local.is_empty() {
             return Err(FsError::NotPermitted); // Scratch files would lose their folder.
         }
         if repos {
@@ -1122,11 +1173,9 @@ impl Vfs {
                     DirKind::Tag(t) => self.node.state().tags.get(&t).and_then(|e| e.get(b)).cloned(),
                     _ => None,
                 };
-                if det.holder != ino {
-                    if let Some((r, s)) = &t {
-                        if self.file(det.holder).ok().and_then(|f| f.bound.clone()) == Some((r.clone(), s.clone())) {
-                            self.unbind(det.holder)?;
-                        }
+                if let (Some(h), Some((r, s))) = (det.holder.filter(|h| *h != ino), &t) {
+                    if self.file(h).ok().and_then(|f| f.bound.clone()) == Some((r.clone(), s.clone())) {
+                        self.unbind(h)?;
                     }
                 }
                 t.filter(|(r, s)| self.node.blob_id(r, s).is_some())
@@ -1170,7 +1219,7 @@ impl Vfs {
             self.file_mut(ino)?.home = Some((parent, b.clone()));
             let d = self.dir_mut(parent)?;
             d.local.insert(b.clone(), ino);
-            d.detached.insert(a.clone(), Detached { holder: ino, deadline: Instant::now() + GRACE });
+            d.detached.insert(a.clone(), Detached { holder: Some(ino), deadline: Instant::now() + GRACE });
             self.invalidations.push(Invalidation::Inode(ino));
             return Ok(());
         }

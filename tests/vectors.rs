@@ -588,10 +588,10 @@ fn build_vectors() -> Vec<Vector> {
     );
     add(
         "last_frame_tag_flipped",
-        DamagedFrame,
+        TornTail,
         good,
-        "one bit flipped in the authentication tag of the last frame: damage, not a torn save",
-        full,
+        "one bit flipped in the authentication tag of the last frame: nothing valid follows, so it reads as a save cut short (reported), and the node opens at the save before",
+        &states[4].1,
         flip(&base, &[base.len() - 5]),
     );
     add(
@@ -629,7 +629,14 @@ fn build_vectors() -> Vec<Vector> {
     let swapped = [&base[..frame(2)], &base[frame(3)..frame(4)], &base[frame(2)..frame(3)], &base[frame(4)..]].concat();
     add("frames_swapped", DamagedFrame, good, "frames 2 and 3 swapped", full, swapped);
     let replayed = [&base[..], &base[frame(5)..]].concat();
-    add("frame_replayed_at_end", DamagedFrame, good, "the last frame appended again (a replay)", full, replayed);
+    add(
+        "frame_replayed_at_end",
+        TornTail,
+        good,
+        "the last frame appended again (a replay): out of sequence at the end, ignored and reported",
+        full,
+        replayed,
+    );
 
     // Torn saves: the node opens at its last complete save.
     add(
@@ -658,6 +665,15 @@ fn build_vectors() -> Vec<Vector> {
         base[..frame(3) + 100].to_vec(),
     );
 
+    // What a power cut can leave after the last save on ext4/XFS (zeros) or FAT (stale data).
+    add("torn_tail_zero_filled", TornTail, good, "4 KiB of zeros after the last save", full, [&base[..], &[0u8; 4096][..]].concat());
+    let stale: Vec<u8> = (0..3000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    add("torn_tail_stale_bytes", TornTail, good, "3000 bytes of stale data after the last save", full, [&base[..], &stale[..]].concat());
+    let mut zero_body = base.clone();
+    let last = frame(5);
+    zero_body[last + FRAME_HEADER_BYTES..].fill(0);
+    add("torn_tail_header_then_zeros", TornTail, good, "the last frame's header written, its body still zeros", &states[4].1, zero_body);
+
     // A frame moved from another node (same content, same sizes) does not authenticate.
     let mut x = Build::new(&pass());
     x.put("r", b"s", b"x");
@@ -665,8 +681,18 @@ fn build_vectors() -> Vec<Vector> {
     y.put("r", b"s", b"x");
     let (xb, yb) = (x.bytes(), y.bytes());
     assert_eq!(xb.len(), yb.len(), "same content gives frames of the same size");
+    x.put("r", b"t", b"x2");
+    y.put("r", b"t", b"x2");
+    let (xb, yb) = (x.bytes(), y.bytes());
     let spliced = [&xb[..LOG_OFFSET as usize], &yb[LOG_OFFSET as usize..]].concat();
-    add("frame_from_another_node", DamagedFrame, good, "the frame of another node with the same content, same offset", &x.model, spliced);
+    add(
+        "frame_from_another_node",
+        DamagedFrame,
+        good,
+        "the frames of another node with the same content, same offsets: the first fails, valid frames follow",
+        &x.model,
+        spliced,
+    );
 
     // Unknown optional feature bits are ignored (the key is wrapped with them in the AAD).
     let (mut h, key) = Header::create(&pass(), FAST_KDF).unwrap();

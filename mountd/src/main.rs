@@ -158,6 +158,9 @@ mod unix {
         let mountpoint = std::fs::canonicalize(&args.mountpoint).map_err(|e| format!("mountpoint {}: {e}", args.mountpoint.display()))?;
         let node = Node::open(&node_path, &pass, Access::Write).map_err(|e| e.to_string())?;
         drop(pass);
+        let opened_note = node
+            .discarded_tail()
+            .map(|(offset, what)| format!("the last save (from byte {offset}) was cut short or damaged ({what}) and is ignored"));
         let shared: Shared = std::sync::Arc::new(State {
             vfs: Mutex::new(Vfs::new(node, runtime::euid(), runtime::egid())),
             start: Instant::now(),
@@ -193,6 +196,9 @@ mod unix {
             }
         }
         log(&format!("mounted {} at {}", node_path.display(), mountpoint.display()));
+        if let Some(note) = opened_note {
+            log(&note);
+        }
         if let Some(note) = &hardening.memory_note {
             log(note);
         } else if hardening.memory_locked {

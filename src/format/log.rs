@@ -64,6 +64,9 @@ pub struct Replayed {
     /// Whether bytes follow the last committed transaction (a torn save, or the remains of
     /// an interrupted compaction); the next write cuts them off.
     pub has_tail: bool,
+    /// A save that was cut short or damaged at the end of the log, ignored: where it starts
+    /// and why. (The remains of an interrupted compaction are not reported.)
+    pub discarded: Option<Damage>,
 }
 
 struct FrameHeader {
@@ -110,6 +113,19 @@ fn aad(node_id: &[u8; 16], header: &[u8], offset: u64) -> Vec<u8> {
     [AAD_CONTEXT, node_id, &header[..48], &offset.to_le_bytes()].concat()
 }
 
+/// Whether a frame header of the current epoch with a sequence number of at least `seq`
+/// starts anywhere after `from`: then a failure at `from` is damage inside the log, not the
+/// end of a save that was cut short.
+fn valid_frame_after(file: &[u8], header: &Header, from: u64, seq: u64) -> bool {
+    let start = from as usize + 1;
+    if start >= file.len() {
+        return false;
+    }
+    file[start..]
+        .windows(FRAME_HEADER_BYTES)
+        .any(|w| w.starts_with(FRAME_MAGIC) && FrameHeader::decode(w).is_some_and(|fh| fh.epoch == header.epoch && fh.seq >= seq))
+}
+
 /// Replays the log of `file`, calling `apply` with each committed transaction in order.
 /// `apply` may fail (the journal inside is damaged); its error becomes damage at the
 /// transaction's offset.
@@ -130,6 +146,15 @@ pub fn replay(
     let mut committed_seq = 0u64;
     let mut pending: Option<Transaction> = None;
     let mut has_tail = false;
+    let mut discarded = None;
+    // A failure in the base region, or followed by a valid frame, is damage; otherwise it is
+    // the end of a save that was cut short (zeros or stale bytes after a power cut included).
+    let tail_or_damage = |at: u64, seq: u64, what: &str| -> Result<Option<Damage>, Damage> {
+        if at < header.base_end || valid_frame_after(file, header, at, seq) {
+            return Err(damage(at, what));
+        }
+        Ok(Some(damage(at, what)))
+    };
     loop {
         let in_base = at < header.base_end;
         if at == eof {
@@ -140,12 +165,13 @@ pub fn replay(
             if in_base {
                 return Err(damage(at, "truncated frame header"));
             }
-            has_tail = true; // A save cut short inside a frame header.
+            discarded = Some(damage(at, "save cut short inside a frame header"));
             break;
         }
         let hb = &file[at as usize..at as usize + FRAME_HEADER_BYTES];
         let Some(fh) = FrameHeader::decode(hb) else {
-            return Err(damage(at, "frame header checksum mismatch"));
+            discarded = tail_or_damage(at, seq, "frame header checksum mismatch")?;
+            break;
         };
         if fh.epoch != header.epoch {
             if in_base {
@@ -155,22 +181,25 @@ pub fn replay(
             break;
         }
         if fh.seq != seq {
-            return Err(damage(at, "frame out of sequence"));
+            discarded = tail_or_damage(at, seq, "frame out of sequence")?;
+            break;
         }
         if fh.len > MAX_FRAME_CIPHERTEXT || (fh.len as usize) < aead::TAG_BYTES {
-            return Err(damage(at, "frame length out of range"));
+            discarded = tail_or_damage(at, seq, "frame length out of range")?;
+            break;
         }
         let end = at + FRAME_HEADER_BYTES as u64 + u64::from(fh.len);
         if end > eof {
             if in_base {
                 return Err(damage(at, "truncated frame inside a checkpoint"));
             }
-            has_tail = true; // A save cut short inside a frame body.
+            discarded = Some(damage(at, "save cut short inside a frame"));
             break;
         }
         let mut buf = file[at as usize + FRAME_HEADER_BYTES..end as usize].to_vec();
         if !aead::open(key, &fh.nonce, &aad(&header.node_id, hb, at), &mut buf) {
-            return Err(damage(at, "authentication failed"));
+            discarded = tail_or_damage(at, seq + 1, "authentication failed")?;
+            break;
         }
         let buf = zeroize::Zeroizing::new(buf);
         let txn =
@@ -193,9 +222,13 @@ pub fn replay(
         return Err(damage(committed, "checkpoint is incomplete"));
     }
     // A multi-frame save cut short leaves uncommitted frames: none of them count.
+    if discarded.is_none() && pending.is_some() {
+        discarded = Some(damage(committed, "save cut short between its frames"));
+    }
     Ok(Replayed {
         position: Position { epoch: header.epoch, next_seq: committed_seq, end: committed },
         has_tail: has_tail || committed < eof,
+        discarded,
     })
 }
 

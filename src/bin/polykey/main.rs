@@ -132,6 +132,12 @@ fn open(g: &Global, access: Access) -> Result<Node, Failure> {
         }
         _ => e.into(),
     })?;
+    if let (Some((offset, what)), false) = (node.discarded_tail(), g.quiet) {
+        eprintln!(
+            "polykey: warning: node {}: the last save (from byte {offset}) was cut short or damaged ({what}) and is ignored",
+            path.display()
+        );
+    }
     if node.header_degraded() && !g.quiet {
         eprintln!(
             "polykey: warning: one of the two header copies of {} is damaged; the next passphrase change or compaction repairs it",
