@@ -2,8 +2,9 @@
 //! wall time, for nodes of several sizes. Prints a table; asserts nothing.
 //!
 //! Run: `cargo bench --bench node` (sizes: `POLYKEY_BENCH_SIZES=10,1000,10000`).
-//! Nodes use small repositories (4 secrets each, as users are advised), plus one case with
-//! every secret in a single repository, where git's tree object grows with the repository.
+//! Nodes are built with one bulk commit per repository: small repositories (4 secrets each, as
+//! users are advised), plus one case with every secret in a single repository, where git's
+//! tree object grows with the repository (each save writes a new tree).
 
 use polykey::{Access, KdfParams, Name, NameKind, Node, Passphrase};
 use std::path::Path;
@@ -35,16 +36,17 @@ fn fmt(d: Duration) -> String {
 /// Builds a node of `n` secrets of 40 bytes, `per_repo` to a repository, and compacts it.
 fn build(path: &Path, pass: &Passphrase, params: KdfParams, n: usize, per_repo: usize) {
     let mut node = Node::create(path, pass, params).unwrap();
-    for i in 0..n {
-        let repo = name(NameKind::Repo, &format!("repo-{:05}", i / per_repo));
-        let secret = name(NameKind::Secret, &format!("secret-{i:05}"));
-        node.put(&repo, &secret, format!("value {i:032}").as_bytes()).unwrap();
-        if i % 1000 == 999 {
+    let values: Vec<String> = (0..n).map(|i| format!("value {i:032}")).collect();
+    for (r, chunk) in (0..n).collect::<Vec<_>>().chunks(per_repo).enumerate() {
+        let repo = name(NameKind::Repo, &format!("repo-{r:05}"));
+        let items: Vec<(Name, &[u8])> =
+            chunk.iter().map(|&i| (name(NameKind::Secret, &format!("secret-{i:05}")), values[i].as_bytes())).collect();
+        node.put_many(&repo, &items).unwrap();
+        if r % 250 == 249 {
             node.save().unwrap();
         }
     }
     node.save().unwrap();
-    node.compact().unwrap();
 }
 
 struct Row {

@@ -273,6 +273,31 @@ impl Node {
         Ok(true)
     }
 
+    /// Stores many secrets in `repo` in one commit (bulk import), creating the repository if
+    /// needed. Secrets whose bytes are unchanged are skipped; returns how many changed.
+    pub fn put_many(&mut self, repo: &Name, items: &[(Name, &[u8])]) -> Result<usize> {
+        if let Some((s, d)) = items.iter().find(|(_, d)| d.len() > git::MAX_OBJECT_BYTES) {
+            return Err(Error::TooLarge { what: format!("secret {repo}/{s}"), size: d.len() as u64, limit: git::MAX_OBJECT_BYTES as u64 });
+        }
+        if !self.state.repos.contains_key(repo) {
+            self.record(Record::Repo(repo.clone()))?;
+        }
+        let mut tree = self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.clone();
+        let mut blobs = Vec::new();
+        for (secret, data) in items {
+            let (blob, z) = git::encode(ObjectType::Blob, data);
+            if tree.insert(secret.clone(), blob) != Some(blob) {
+                blobs.push((blob, z));
+            }
+        }
+        let changed = blobs.len();
+        if changed > 0 {
+            let message = format!("Import {changed} secret{}\n", if changed == 1 { "" } else { "s" });
+            self.commit(repo, &tree, message.as_bytes(), blobs)?;
+        }
+        Ok(changed)
+    }
+
     /// Removes `repo/secret` and every tag entry pointing at it.
     pub fn remove(&mut self, repo: &Name, secret: &Name) -> Result<()> {
         let mut tree = self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.clone();

@@ -255,15 +255,12 @@ impl Header {
         };
         let both = matches!((&a, &b), (Ok(Some(x)), Ok(Some(y))) if x == y);
         let mut found: Vec<Header> = [a, b].into_iter().filter_map(|r| r.ok().flatten()).collect();
-        found.sort_by(|x, y| y.generation.cmp(&x.generation));
+        found.sort_by_key(|h| std::cmp::Reverse(h.generation));
         found.dedup();
         if !found.is_empty() {
             return Ok((found, both));
         }
-        let a = Self::decode_slot(&file[..SLOT_BYTES]);
-        if let Err(e) = a {
-            return Err(e);
-        }
+        Self::decode_slot(&file[..SLOT_BYTES])?; // Report slot A's own complaint, if any.
         if file[..8] != MAGIC[..] && file.get(SLOT_BYTES..SLOT_BYTES + 8) != Some(&MAGIC[..]) {
             Err(HeaderError::Damaged("not a Polykey node (bad magic number)".into()))
         } else {

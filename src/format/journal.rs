@@ -197,43 +197,44 @@ pub fn parse(plaintext: &[u8]) -> Result<Vec<Record>, JournalError> {
     // The tar crate stops at the first all-zero block or at the end of input; the writer
     // never writes zero blocks, so stopping before the end means damage.
     let mut cursor = std::io::Cursor::new(plaintext);
-    let mut archive = tar::Archive::new(&mut cursor);
-    let entries = archive.entries().map_err(|_| err(b"", "unreadable tar stream"))?;
     let mut out = Vec::new();
-    for entry in entries {
-        let mut entry = entry.map_err(|_| err(b"", "unreadable tar header"))?;
-        let path = entry.path_bytes().into_owned();
-        let kind = entry.header().entry_type();
-        let size = entry.size();
-        if size > MAX_MEMBER_BYTES {
-            return Err(err(&path, "member is larger than any object"));
+    {
+        let mut archive = tar::Archive::new(&mut cursor);
+        let entries = archive.entries().map_err(|_| err(b"", "unreadable tar stream"))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|_| err(b"", "unreadable tar header"))?;
+            let path = entry.path_bytes().into_owned();
+            let kind = entry.header().entry_type();
+            let size = entry.size();
+            if size > MAX_MEMBER_BYTES {
+                return Err(err(&path, "member is larger than any object"));
+            }
+            // Only directories may carry a trailing slash.
+            let trimmed = if kind == tar::EntryType::Directory { path.strip_suffix(b"/").unwrap_or(&path) } else { &path[..] };
+            let parts = split_names(trimmed);
+            let record = match (kind, parts.as_slice()) {
+                (tar::EntryType::Directory, [b"repos", r]) => name(NameKind::Repo, r).map(Record::Repo),
+                (tar::EntryType::Directory, [b"tags", t]) => name(NameKind::Tag, t).map(Record::Tag),
+                (tar::EntryType::Link, [b"tags", t, e]) => {
+                    let target = entry.link_name_bytes().ok_or_else(|| err(&path, "hard link without a target"))?;
+                    let (repo, secret) = parse_target(&target).ok_or_else(|| err(&path, "link target is not repos/<repo>/<secret>"))?;
+                    Some(Record::Link {
+                        tag: name(NameKind::Tag, t).ok_or_else(|| err(&path, "bad tag name"))?,
+                        entry: name(NameKind::TagEntry, e).ok_or_else(|| err(&path, "bad entry name"))?,
+                        repo,
+                        secret,
+                    })
+                }
+                (tar::EntryType::Regular, _) => {
+                    let mut data = Vec::with_capacity(size as usize);
+                    entry.read_to_end(&mut data).map_err(|_| err(&path, "truncated member"))?;
+                    parse_file(trimmed, &parts, data)
+                }
+                _ => None,
+            };
+            out.push(record.ok_or_else(|| err(&path, "not part of the journal vocabulary"))?);
         }
-        // Only directories may carry a trailing slash.
-        let trimmed = if kind == tar::EntryType::Directory { path.strip_suffix(b"/").unwrap_or(&path) } else { &path[..] };
-        let parts = split_names(trimmed);
-        let record = match (kind, parts.as_slice()) {
-            (tar::EntryType::Directory, [b"repos", r]) => name(NameKind::Repo, r).map(Record::Repo),
-            (tar::EntryType::Directory, [b"tags", t]) => name(NameKind::Tag, t).map(Record::Tag),
-            (tar::EntryType::Link, [b"tags", t, e]) => {
-                let target = entry.link_name_bytes().ok_or_else(|| err(&path, "hard link without a target"))?;
-                let (repo, secret) = parse_target(&target).ok_or_else(|| err(&path, "link target is not repos/<repo>/<secret>"))?;
-                Some(Record::Link {
-                    tag: name(NameKind::Tag, t).ok_or_else(|| err(&path, "bad tag name"))?,
-                    entry: name(NameKind::TagEntry, e).ok_or_else(|| err(&path, "bad entry name"))?,
-                    repo,
-                    secret,
-                })
-            }
-            (tar::EntryType::Regular, _) => {
-                let mut data = Vec::with_capacity(size as usize);
-                entry.read_to_end(&mut data).map_err(|_| err(&path, "truncated member"))?;
-                parse_file(trimmed, &parts, data)
-            }
-            _ => None,
-        };
-        out.push(record.ok_or_else(|| err(&path, "not part of the journal vocabulary"))?);
     }
-    drop(archive);
     if cursor.position() != plaintext.len() as u64 {
         return Err(err(b"", "an end-of-archive block inside a transaction"));
     }
