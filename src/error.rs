@@ -122,6 +122,16 @@ pub enum Error {
     /// A passphrase source failed (unreadable file, failing command, mismatch on the prompt).
     #[error("{0}")]
     Passphrase(String),
+    /// The node is older than a state of it seen here before (replaced by an old copy?).
+    #[error("node {} is older than when it was last used here (save {found:?} < {seen:?}): it may have been replaced by an old copy; to use it anyway, pass --accept-rollback", node.display())]
+    Rollback {
+        /// The node file.
+        node: PathBuf,
+        /// The newest position (epoch, sequence) seen before.
+        seen: (u32, u64),
+        /// The position found now.
+        found: (u32, u64),
+    },
     /// Another process holds the node.
     #[error("node {} is in use by another polykey process; try again when it has finished", node.display())]
     Busy {

@@ -43,6 +43,7 @@ pub mod git;
 pub mod name;
 pub mod node;
 pub mod password;
+pub mod rollback;
 #[cfg(unix)]
 pub mod runtime;
 pub mod secret;

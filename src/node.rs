@@ -181,6 +181,16 @@ impl Node {
         &self.state
     }
 
+    /// The node's random identity.
+    pub fn node_id(&self) -> [u8; 16] {
+        self.header.node_id
+    }
+
+    /// The log's position (epoch, frames committed): it only grows as the node is saved.
+    pub fn position(&self) -> (u32, u64) {
+        (self.pos.epoch, self.pos.next_seq)
+    }
+
     /// Length of the node file's committed content in bytes.
     pub fn file_len(&self) -> u64 {
         self.pos.end

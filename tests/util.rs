@@ -55,6 +55,8 @@ impl TempNode {
     /// A `polykey` command with `--node` and a password file set, and a clean environment.
     pub fn cli(&self) -> Command {
         let mut c = polykey_cmd();
+        // Rollback records go to this test's own state folder, not the user's.
+        c.env("XDG_STATE_HOME", self.dir.path().join("state"));
         c.arg("--node").arg(&self.path).arg("--password-file").arg(self.password_file());
         c
     }
@@ -119,7 +121,7 @@ impl TempNode {
     /// A detached `polykey` command (see [`polykey_detached`]) with only `--node` set.
     pub fn cli_detached(&self) -> Command {
         let mut c = polykey_detached();
-        c.arg("--node").arg(&self.path);
+        c.arg("--node").arg(&self.path).env("XDG_STATE_HOME", self.dir.path().join("state"));
         c
     }
 

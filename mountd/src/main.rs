@@ -69,16 +69,18 @@ struct Args {
     mountpoint: PathBuf,
     foreground: bool,
     lock_after: Option<Duration>,
+    accept_rollback: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args_os().skip(1);
-    let (mut node, mut mountpoint, mut foreground, mut lock_after) = (None, None, false, None);
+    let (mut node, mut mountpoint, mut foreground, mut lock_after, mut accept_rollback) = (None, None, false, None, false);
     while let Some(a) = it.next() {
         match a.to_str() {
             Some("--node") => node = it.next().map(PathBuf::from),
             Some("--mountpoint") => mountpoint = it.next().map(PathBuf::from),
             Some("--foreground") => foreground = true,
+            Some("--accept-rollback") => accept_rollback = true,
             Some("--lock-after") => {
                 let secs = it.next().and_then(|s| s.to_str()?.parse::<u64>().ok()).ok_or("--lock-after takes seconds")?;
                 lock_after = Some(Duration::from_secs(secs));
@@ -86,7 +88,13 @@ fn parse_args() -> Result<Args, String> {
             _ => return Err(format!("unexpected argument {a:?}; polykey-mountd is started by `polykey mount`")),
         }
     }
-    Ok(Args { node: node.ok_or("--node is required")?, mountpoint: mountpoint.ok_or("--mountpoint is required")?, foreground, lock_after })
+    Ok(Args {
+        node: node.ok_or("--node is required")?,
+        mountpoint: mountpoint.ok_or("--mountpoint is required")?,
+        foreground,
+        lock_after,
+        accept_rollback,
+    })
 }
 
 fn main() -> ExitCode {
@@ -158,6 +166,12 @@ mod unix {
         let mountpoint = std::fs::canonicalize(&args.mountpoint).map_err(|e| format!("mountpoint {}: {e}", args.mountpoint.display()))?;
         let node = Node::open(&node_path, &pass, Access::Write).map_err(|e| e.to_string())?;
         drop(pass);
+        if args.accept_rollback {
+            polykey::rollback::accept(&node);
+        } else {
+            polykey::rollback::check(&node).map_err(|e| e.to_string())?;
+            polykey::rollback::record(&node);
+        }
         let opened_note = node
             .discarded_tail()
             .map(|(offset, what)| format!("the last save (from byte {offset}) was cut short or damaged ({what}) and is ignored"));
@@ -257,10 +271,18 @@ mod unix {
         let mut stopping = false; // Asked to stop; waiting for the data to reach the disk.
         let mut unmounted = false;
         let mut failing = false;
+        let mut recorded = None;
         for ev in events {
             match ev {
                 Event::Tick => {
-                    let r = shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).tick();
+                    let mut vfs = shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let r = vfs.tick();
+                    // Remember how far the node has come, so an old copy put back is noticed.
+                    if recorded != Some(vfs.node().position()) && !vfs.has_unsaved() {
+                        polykey::rollback::record(vfs.node());
+                        recorded = Some(vfs.node().position());
+                    }
+                    drop(vfs);
                     match (&r, failing) {
                         (Err(e), false) => log(&format!("saving failed, will retry: {e}")),
                         (Ok(()), true) => log("saving works again; everything is written"),

@@ -28,6 +28,9 @@ pub struct Global {
     /// Read a new passphrase (init, passwd) from FILE
     #[arg(long, global = true, env = "POLYKEY_NEW_PASSWORD_FILE", hide_env_values = true, value_name = "FILE")]
     pub new_password_file: Option<PathBuf>,
+    /// Open the node even if it is older than when it was last used here (a restored backup)
+    #[arg(long, global = true)]
+    pub accept_rollback: bool,
     /// Print lists as JSON arrays of objects
     #[arg(long, global = true)]
     pub json: bool,

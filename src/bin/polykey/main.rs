@@ -7,6 +7,7 @@ use clap::Parser;
 use cli::{Cli, Cmd, Global};
 use polykey::control::{self, Request, Response};
 use polykey::password::{self, Sources};
+use polykey::rollback;
 use polykey::runtime;
 use polykey::{Access, Error, KdfParams, Name, NameKind, Node, Passphrase};
 use std::ffi::OsStr;
@@ -132,6 +133,12 @@ fn open(g: &Global, access: Access) -> Result<Node, Failure> {
         }
         _ => e.into(),
     })?;
+    if g.accept_rollback {
+        rollback::accept(&node);
+    } else {
+        rollback::check(&node)?;
+        rollback::record(&node);
+    }
     if let (Some((offset, what)), false) = (node.discarded_tail(), g.quiet) {
         eprintln!(
             "polykey: warning: node {}: the last save (from byte {offset}) was cut short or damaged ({what}) and is ignored",
@@ -199,6 +206,7 @@ fn dispatch(g: &Global, req: Request) -> Result<Response, Failure> {
     let resp = control::execute(&mut node, req)?;
     if access == Access::Write {
         node.save()?;
+        rollback::record(&node);
     }
     Ok(resp)
 }
@@ -258,7 +266,8 @@ fn init(g: &Global) -> CliResult {
         std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
         b.create(dir).map_err(|e| Error::io("cannot create directory", dir, e))?;
     }
-    Node::create(&path, &pass, kdf(g))?;
+    let node = Node::create(&path, &pass, kdf(g))?;
+    rollback::record(&node);
     if !g.quiet {
         eprintln!("polykey: created node {}", path.display());
     }

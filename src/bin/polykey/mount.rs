@@ -67,6 +67,9 @@ pub fn mount(g: &Global, node: &Path, mountpoint: &Path, foreground: bool, lock_
     for var in ["POLYKEY_PASSWORD", "POLYKEY_PASSWORD_FILE", "POLYKEY_PASSWORD_COMMAND", "POLYKEY_NEW_PASSWORD_FILE"] {
         cmd.env_remove(var);
     }
+    if g.accept_rollback {
+        cmd.arg("--accept-rollback");
+    }
     if let Some(s) = lock_secs {
         cmd.arg("--lock-after").arg(s.to_string());
     }
