@@ -8,6 +8,5 @@ mod editors;
 mod faults;
 mod mount;
 mod mounted;
-mod rollback;
 mod roundtrip;
 mod vectors;
