@@ -132,6 +132,12 @@ pub enum Error {
         /// The position found now.
         found: (u32, u64),
     },
+    /// A change was made in the mount but could not be written to the node file yet.
+    #[error("{reason}; the change is kept by the mount and will be written as soon as the node file can be (retried every second)")]
+    Pending {
+        /// Why the write failed.
+        reason: String,
+    },
     /// Another process holds the node.
     #[error("node {} is in use by another polykey process; try again when it has finished", node.display())]
     Busy {

@@ -89,6 +89,30 @@ pub fn decode(oid: Oid, zbytes: &[u8], want: ObjectType) -> Result<zeroize::Zero
     Ok(body)
 }
 
+/// The declared size of a loose object, read from its header without inflating the body.
+pub fn peek_size(oid: Oid, zbytes: &[u8]) -> Result<u64, ObjectError> {
+    let mut head = [0u8; 32];
+    let mut n = 0;
+    let mut z = ZlibDecoder::new(zbytes);
+    while n < head.len() {
+        match z.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(_) => return Err(ObjectError::Malformed(oid)),
+        }
+        if head[..n].contains(&0) {
+            break;
+        }
+    }
+    let nul = head[..n].iter().position(|&b| b == 0).ok_or(ObjectError::Malformed(oid))?;
+    let text = std::str::from_utf8(&head[..nul]).map_err(|_| ObjectError::Malformed(oid))?;
+    let size: u64 = text.split_once(' ').and_then(|(_, s)| s.parse().ok()).ok_or(ObjectError::Malformed(oid))?;
+    if size > MAX_OBJECT_BYTES as u64 {
+        return Err(ObjectError::TooLarge(oid));
+    }
+    Ok(size)
+}
+
 /// A flat tree: secret name → blob id. Sorted by name bytes, as git sorts blob entries.
 pub type Tree = std::collections::BTreeMap<Name, Oid>;
 
@@ -192,6 +216,8 @@ mod tests {
         let other = Oid::hash_object(ObjectType::Blob, b"x").unwrap();
         assert_eq!(decode(other, &z, ObjectType::Blob), Err(ObjectError::HashMismatch(other)));
         assert_eq!(decode(oid, &z[..z.len() - 3], ObjectType::Blob), Err(ObjectError::Malformed(oid)));
+        assert_eq!(peek_size(oid, &z), Ok(6));
+        assert_eq!(peek_size(oid, &z[..2]), Err(ObjectError::Malformed(oid)));
     }
 
     #[test]

@@ -137,7 +137,7 @@ impl Node {
             _ => Error::io("cannot open node", path, e),
         })?;
         lock_file(&file, path, access)?;
-        Self::open_storage(path, Box::new(FileStorage::new(file)), pass, access)
+        Self::open_storage(path, Box::new(FileStorage::at(file, path)), pass, access)
     }
 
     /// Opens a node from any storage (tests use in-memory or failing storage).
@@ -233,9 +233,25 @@ impl Node {
         r.read(*oid, ObjectType::Blob).map_err(|e| self.corrupt(e))
     }
 
+    /// The size of `repo/secret` in bytes, without decompressing it.
+    pub fn secret_size(&self, repo: &Name, secret: &Name) -> Result<u64> {
+        let r = self.repo(repo)?;
+        let oid = *r
+            .tree()
+            .map_err(|e| self.corrupt(e))?
+            .get(secret)
+            .ok_or_else(|| Error::NotFound { what: format!("secret {repo}/{secret}") })?;
+        r.blob_size(oid).map_err(|e| self.corrupt(e))
+    }
+
     /// Commits `tree` as the new head of `repo` with `message` (queued).
     fn commit(&mut self, repo: &Name, tree: &git::Tree, message: &[u8], extra: Vec<(Oid, Vec<u8>)>) -> Result<Oid> {
         let parent = self.repo(repo)?.head();
+        self.commit_on(repo, tree, message, extra, parent)
+    }
+
+    /// Commits `tree` with `parent` as the new head of `repo` (queued).
+    fn commit_on(&mut self, repo: &Name, tree: &git::Tree, message: &[u8], extra: Vec<(Oid, Vec<u8>)>, parent: Option<Oid>) -> Result<Oid> {
         let (tree_oid, tree_z) = git::encode(ObjectType::Tree, &git::tree_body(tree));
         let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let body = git::commit_body(tree_oid, parent.as_slice(), time, message);
@@ -281,6 +297,48 @@ impl Node {
         let message = [verb.as_bytes(), b" ", secret.as_bytes(), b"\n"].concat();
         self.commit(repo, &tree, &message, vec![(blob, blob_z.to_vec())])?;
         Ok(true)
+    }
+
+    /// Like [`Node::put`], but if `replaces` is the head commit (made earlier in the same
+    /// logical save, e.g. by an earlier close of a descriptor of the same open file), the new
+    /// commit replaces it: its parent is the replaced commit's parent, so history shows one
+    /// commit for the whole save. Returns the commit made, if any (none when nothing changed,
+    /// or when the save turned out to restore the parent's content).
+    pub fn put_amending(&mut self, repo: &Name, secret: &Name, data: &[u8], replaces: Option<Oid>) -> Result<Option<Oid>> {
+        let head = self.state.repos.get(repo).and_then(crate::state::Repo::head);
+        let Some(replaced) = replaces.filter(|c| Some(*c) == head) else {
+            return Ok(if self.put(repo, secret, data)? { self.repo(repo)?.head() } else { None });
+        };
+        if data.len() > git::MAX_OBJECT_BYTES {
+            return Err(Error::TooLarge {
+                what: format!("secret {repo}/{secret}"),
+                size: data.len() as u64,
+                limit: git::MAX_OBJECT_BYTES as u64,
+            });
+        }
+        let r = self.repo(repo)?;
+        let c = r.commit(replaced).map_err(|e| self.corrupt(e))?;
+        let parent = c.parents.first().copied();
+        let base = match parent {
+            Some(p) => r.read_tree(r.commit(p).map_err(|e| self.corrupt(e))?.tree).map_err(|e| self.corrupt(e))?,
+            None => git::Tree::new(),
+        };
+        let mut tree = r.tree().map_err(|e| self.corrupt(e))?.clone();
+        let (blob, blob_z) = git::encode(ObjectType::Blob, data);
+        let blob_z = zeroize::Zeroizing::new(blob_z);
+        tree.insert(secret.clone(), blob);
+        if tree == base {
+            if let Some(p) = parent {
+                self.record(Record::Head(repo.clone(), p))?; // Back where the save started.
+                return Ok(None);
+            }
+        }
+        if tree == *r.tree().map_err(|e| self.corrupt(e))? {
+            return Ok(Some(replaced)); // Same content as the commit being replaced.
+        }
+        let verb = if base.contains_key(secret) { "Update" } else { "Add" };
+        let message = [verb.as_bytes(), b" ", secret.as_bytes(), b"\n"].concat();
+        Ok(Some(self.commit_on(repo, &tree, &message, vec![(blob, blob_z.to_vec())], parent)?))
     }
 
     /// Stores many secrets in `repo` in one commit (bulk import), creating the repository if
@@ -498,7 +556,11 @@ impl Node {
         let mut stats = SaveStats::default();
         if !self.pending.is_empty() {
             let txn = zeroize::Zeroizing::new(std::mem::take(&mut self.pending).into_bytes());
-            match log::append(self.storage.as_mut(), &self.header, &self.key, &mut self.pos, &txn, false) {
+            let mut written = log::append(self.storage.as_mut(), &self.header, &self.key, &mut self.pos, &txn, false);
+            if written.as_ref().is_err_and(device_gone) && self.reopen().is_ok() {
+                written = log::append(self.storage.as_mut(), &self.header, &self.key, &mut self.pos, &txn, false);
+            }
+            match written {
                 Ok(n) => stats.bytes_written = n,
                 Err(e) => {
                     // Put the change back so a retry writes it.
@@ -518,6 +580,22 @@ impl Node {
             self.compact_at = self.pos.end.max(2 * live + COMPACT_MIN_GARBAGE_BYTES);
         }
         Ok(stats)
+    }
+
+    /// Opens the node file again by its path and checks it is this node, as far as it was
+    /// committed: same id and log, at least as long. For a device that went away and came back
+    /// (a USB stick pulled and put back, a filesystem remounted), whose old descriptor only
+    /// fails.
+    fn reopen(&mut self) -> std::io::Result<()> {
+        self.storage.reopen()?;
+        let bytes = zeroize::Zeroizing::new(self.storage.read_all()?);
+        let (found, _) = Header::decode(&bytes).map_err(|_| std::io::Error::other("the reopened node's header does not read"))?;
+        let h = &found[0];
+        let same = h.node_id == self.header.node_id && h.epoch == self.header.epoch && h.log_start == self.header.log_start;
+        if !same || (bytes.len() as u64) < self.pos.end {
+            return Err(std::io::Error::other("the file at the node's path is not this node as it was"));
+        }
+        Ok(())
     }
 
     /// Rewrites the node as a single checkpoint of the live state.
@@ -566,6 +644,19 @@ impl Node {
     /// Whether one of the two header copies was damaged when the node was opened.
     pub fn header_degraded(&self) -> bool {
         self.header_degraded
+    }
+}
+
+/// Whether a write error means the file's device went away (so reopening may help).
+fn device_gone(e: &std::io::Error) -> bool {
+    #[cfg(unix)]
+    {
+        matches!(e.raw_os_error(), Some(libc::EIO | libc::EROFS | libc::ENODEV | libc::ENXIO | libc::ESTALE | libc::EBADF))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = e;
+        false
     }
 }
 

@@ -42,6 +42,12 @@ impl Repo {
         git::decode(oid, z, kind)
     }
 
+    /// The size of a blob, from its header only (the body stays compressed).
+    pub fn blob_size(&self, oid: Oid) -> Result<u64, ObjectError> {
+        let z = self.objects.get(&oid).ok_or(ObjectError::Missing(oid))?;
+        git::peek_size(oid, z)
+    }
+
     /// Reads and parses a commit.
     pub fn commit(&self, oid: Oid) -> Result<git::Commit, ObjectError> {
         git::parse_commit(oid, &self.read(oid, ObjectType::Commit)?)
@@ -61,6 +67,24 @@ impl Repo {
             })
             .as_ref()
             .map_err(Clone::clone)
+    }
+
+    /// The objects reachable from the head (commits, their trees and blobs), or an error if
+    /// any of them cannot be read.
+    pub fn reachable(&self) -> Result<std::collections::HashSet<Oid>, ObjectError> {
+        let mut seen = std::collections::HashSet::new();
+        let mut commits: Vec<Oid> = self.head.into_iter().collect();
+        while let Some(c) = commits.pop() {
+            if !seen.insert(c) {
+                continue;
+            }
+            let commit = self.commit(c)?;
+            if seen.insert(commit.tree) {
+                seen.extend(self.read_tree(commit.tree)?.values().copied());
+            }
+            commits.extend(commit.parents);
+        }
+        Ok(seen)
     }
 
     /// Approximate bytes this repository takes in a checkpoint.
@@ -137,7 +161,10 @@ impl State {
     /// The records that rebuild this state from nothing (a checkpoint), in replay order.
     pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
         let repos = self.repos.iter().flat_map(|(name, repo)| {
-            let mut objects: Vec<_> = repo.objects.iter().collect();
+            // Objects no commit reaches (saves replaced within one logical save) are dropped;
+            // if the history cannot be walked, everything is kept.
+            let keep = repo.reachable().ok();
+            let mut objects: Vec<_> = repo.objects.iter().filter(|(oid, _)| keep.as_ref().is_none_or(|k| k.contains(oid))).collect();
             objects.sort_by_key(|(oid, _)| **oid);
             std::iter::once(Record::Repo(name.clone()))
                 .chain(objects.into_iter().map(|(oid, z)| Record::Object(name.clone(), *oid, z.to_vec())))

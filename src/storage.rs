@@ -19,17 +19,28 @@ pub trait Storage: Send {
     fn truncate(&mut self, len: u64) -> io::Result<()>;
     /// Makes every earlier write and truncation durable.
     fn sync(&mut self) -> io::Result<()>;
+    /// Opens the file again by its path (after its device went away and came back).
+    fn reopen(&mut self) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
 }
 
 /// A node file on a real filesystem.
 pub struct FileStorage {
     file: File,
+    /// Where it was opened, for [`Storage::reopen`].
+    path: Option<std::path::PathBuf>,
 }
 
 impl FileStorage {
     /// Wraps an open file.
     pub fn new(file: File) -> Self {
-        FileStorage { file }
+        FileStorage { file, path: None }
+    }
+
+    /// Wraps a file opened for writing at `path`, which [`Storage::reopen`] may open again.
+    pub fn at(file: File, path: &std::path::Path) -> Self {
+        FileStorage { file, path: Some(path.to_owned()) }
     }
 
     /// The underlying file (for locking).
@@ -76,6 +87,17 @@ impl Storage for FileStorage {
 
     fn sync(&mut self) -> io::Result<()> {
         self.file.sync_all()
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        let path = self.path.clone().ok_or(io::ErrorKind::Unsupported)?;
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
+        // The old descriptor's lock goes with it; then the new one is locked for us alone.
+        self.file = file;
+        self.file.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => io::Error::new(io::ErrorKind::WouldBlock, "another process took the node"),
+            std::fs::TryLockError::Error(e) => e,
+        })
     }
 }
 

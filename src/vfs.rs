@@ -18,10 +18,12 @@
 //! dropped) when the grace period ends, or at once when a CLI command or unmount needs the
 //! node to be current.
 //!
-//! Each logical save is one commit, made when the last descriptor of an open file is released
-//! or when it is fsync'd, or [`GRACE`] after its last write if it stays open; each commit is
-//! saved (fsync'd) at once. (Not at every `close`: shells dup and close descriptors of the
-//! same open file, so a `close` is not the end of a save.)
+//! Each logical save (one open of a file, from open to last release) is one commit: changes are
+//! committed and saved (fsync'd) at every `close` (so a failure reaches `close` as EIO), at
+//! `fsync`, and [`GRACE`] after the last write of a file left open; while the file stays open,
+//! each commit replaces the previous one of the same open (shells dup and close descriptors of
+//! one open file, so `echo x > f` closes twice). Replaced commits become unreachable and are
+//! dropped at the next compaction.
 
 pub mod scratch;
 
@@ -199,6 +201,8 @@ struct File {
     home: Option<(Ino, Name)>,
     /// When a local new file was last closed (it becomes a secret after [`GRACE`]).
     closed_at: Option<Instant>,
+    /// The commit this open made so far: later commits of the same open replace it.
+    session_commit: Option<Oid>,
     last_write: Instant,
     mtime: SystemTime,
     ctime: SystemTime,
@@ -277,21 +281,41 @@ impl Vfs {
         &self.node
     }
 
-    /// Runs `f` on the node (the control socket's commands), then saves and brings the
-    /// filesystem view in line with what changed.
+    /// Runs a read-only command on the node (the control socket's reads). What the mount has
+    /// pending is committed first, so the command sees every completed operation (an `rm`
+    /// still in its grace period, say); a failure to save that does not stop the read, so
+    /// reads keep working while the node file cannot be written.
+    pub fn read_node<T>(&mut self, f: impl FnOnce(&mut Node) -> crate::Result<T>) -> crate::Result<T> {
+        let _ = self.commit_all();
+        f(&mut self.node)
+    }
+
+    /// Runs a changing command on the node (the control socket's writes): first what the
+    /// mount has pending is committed, so the command sees it; then the change is saved and the
+    /// filesystem view brought in line. If the save fails, the change stays in the mount and
+    /// is retried like any other, and the error says so.
     pub fn with_node<T>(&mut self, f: impl FnOnce(&mut Node) -> crate::Result<T>) -> crate::Result<T> {
-        self.commit_all().map_err(|e| CoreError::Io {
-            action: "cannot save pending changes of",
-            path: self.node.path().to_owned(),
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        let out = f(&mut self.node);
-        self.reconcile();
-        let saved = self.node.save();
-        self.unsaved = saved.is_err();
-        let out = out?;
-        saved?;
+        let _ = self.commit_all(); // A failure here is a save failure, retried below and by tick.
+        let before: HashMap<Ino, Option<Oid>> = self.bound_blobs();
+        let out = f(&mut self.node)?;
+        self.reconcile(&before);
+        if let Err(e) = self.node.save() {
+            self.unsaved = true;
+            return Err(CoreError::Pending { reason: e.to_string() });
+        }
+        self.unsaved = false;
         Ok(out)
+    }
+
+    /// The blob each bound inode shows now.
+    fn bound_blobs(&self) -> HashMap<Ino, Option<Oid>> {
+        self.inodes
+            .iter()
+            .filter_map(|(i, n)| match n {
+                Inode::File(File { bound: Some((r, s)), .. }) => Some((*i, self.node.blob_id(r, s))),
+                _ => None,
+            })
+            .collect()
     }
 
     /// Drains the kernel cache invalidations the last operations made necessary.
@@ -375,7 +399,18 @@ impl Vfs {
 
     fn new_file(bound: Option<(Name, Name)>, data: Option<SecretBytes>, home: Option<(Ino, Name)>) -> Inode {
         let now = SystemTime::now();
-        Inode::File(File { bound, data, dirty: false, opens: 0, home, closed_at: None, last_write: Instant::now(), mtime: now, ctime: now })
+        Inode::File(File {
+            bound,
+            data,
+            dirty: false,
+            opens: 0,
+            home,
+            closed_at: None,
+            session_commit: None,
+            last_write: Instant::now(),
+            mtime: now,
+            ctime: now,
+        })
     }
 
     /// The inode of secret `repo/secret`, allocated on first use.
@@ -529,7 +564,11 @@ impl Vfs {
                     Some((r, s)) => self.secret_nlink(ino, &r, &s),
                     None => u32::from(f.home.is_some()),
                 };
-                let size = self.content(ino)?.len() as u64;
+                let size = match (&f.data, &f.bound) {
+                    (Some(d), _) => d.len() as u64,
+                    (None, Some((r, s))) => self.node.secret_size(r, s).map_err(core_err)?,
+                    (None, None) => 0,
+                };
                 Ok(Attr { ino, kind: Kind::File, size, nlink, perm: 0o600, uid, gid, mtime, ctime })
             }
         }
@@ -641,14 +680,18 @@ impl Vfs {
         }
     }
 
-    /// Commits a bound file's working copy (if dirty) and saves.
+    /// Commits a bound file's working copy (if dirty) and saves. While the file stays open,
+    /// each commit replaces the previous one of the same open: one logical save, one commit.
     fn commit_file(&mut self, ino: Ino) -> Result<(), FsError> {
         let f = self.file(ino)?;
         if f.dirty {
             if let (Some((r, s)), Some(data)) = (f.bound.clone(), f.data.as_ref()) {
                 let data = Zeroizing::new(data.to_vec());
-                self.node.put(&r, &s, &data).map_err(core_err)?;
-                self.file_mut(ino)?.dirty = false;
+                let replaces = f.session_commit;
+                let made = self.node.put_amending(&r, &s, &data, replaces).map_err(core_err)?;
+                let f = self.file_mut(ino)?;
+                f.dirty = false;
+                f.session_commit = if f.opens > 0 { made } else { None };
             }
         }
         if self.has_unsaved() {
@@ -917,13 +960,13 @@ impl Vfs {
         Ok(data.len() as u32)
     }
 
-    /// A descriptor is being closed. The save ends at release, not here (see the module
-    /// doc); a failure to write earlier saves is reported to `close` now.
-    pub fn flush(&mut self, _ino: Ino) -> Result<(), FsError> {
-        if self.unsaved {
-            self.save()?;
+    /// A descriptor is being closed: its changes are committed and saved, so `close` reports
+    /// a failure to write them. Later commits of the same open replace this one.
+    pub fn flush(&mut self, ino: Ino) -> Result<(), FsError> {
+        match self.inodes.get(&ino) {
+            Some(Inode::File(_)) => self.commit_file(ino),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// The last handle of an open is released.
@@ -932,6 +975,7 @@ impl Vfs {
         if let Ok(f) = self.file_mut(ino) {
             f.opens = f.opens.saturating_sub(1);
             if f.opens == 0 {
+                f.session_commit = None;
                 if f.bound.is_some() && !f.dirty {
                     f.data = None; // The node has it; do not keep a second plaintext copy.
                 } else if f.home.is_some() {
@@ -1109,11 +1153,8 @@ impl Vfs {
             }
             self.rmdir(parent, newname)?; // Only an empty folder may be replaced.
         }
+        // Hidden entries end now; local files move with the folder (it keeps its inode).
         self.finalize_all_detached(ino)?;
-        let d = self.dir(ino)?;
-        if !d.local.is_empty() {
-            return Err(FsError::NotPermitted); // Scratch files would lose their folder.
-        }
         if repos {
             self.node.rename_repo(&a, &b).map_err(core_err)?;
             let old = self.repo_dirs.remove(&a);
@@ -1334,23 +1375,32 @@ impl Vfs {
         first_err.map_or(Ok(()), Err)
     }
 
-    /// Brings inodes in line with the node after changes made outside the filesystem.
-    fn reconcile(&mut self) {
-        let bound: Vec<(Ino, Name, Name)> = self
-            .inodes
-            .iter()
-            .filter_map(
-                |(i, n)| if let Inode::File(File { bound: Some((r, s)), .. }) = n { Some((*i, r.clone(), s.clone())) } else { None },
-            )
-            .collect();
-        for (ino, r, s) in bound {
-            if self.node.blob_id(&r, &s).is_none() && !self.dir_has_detached(&r, &s) {
-                let _ = self.unbind(ino);
-            } else if let Ok(f) = self.file_mut(ino) {
-                if !f.dirty {
+    /// Brings inodes in line with the node after changes made outside the filesystem: a
+    /// secret that is gone leaves its inode unbound, one whose content changed drops its
+    /// cached copy; the kernel is told about exactly those.
+    fn reconcile(&mut self, before: &HashMap<Ino, Option<Oid>>) {
+        for (ino, old) in before {
+            let Ok(File { bound: Some((r, s)), dirty, .. }) = self.file(*ino) else { continue };
+            let (r, s, dirty) = (r.clone(), s.clone(), *dirty);
+            let now = self.node.blob_id(&r, &s);
+            if now == *old {
+                continue;
+            }
+            if now.is_none() && !self.dir_has_detached(&r, &s) {
+                let _ = self.unbind(*ino);
+                for (t, e) in self.node.state().links_to(&r, &s) {
+                    if let Some(d) = self.tag_dirs.get(&t) {
+                        self.invalidations.push(Invalidation::Entry(*d, e.as_bytes().to_vec()));
+                    }
+                }
+                if let Some(d) = self.repo_dirs.get(&r) {
+                    self.invalidations.push(Invalidation::Entry(*d, s.as_bytes().to_vec()));
+                }
+            } else if !dirty {
+                if let Ok(f) = self.file_mut(*ino) {
                     f.data = None;
                 }
-                self.invalidations.push(Invalidation::Inode(ino));
+                self.invalidations.push(Invalidation::Inode(*ino));
             }
         }
         self.repo_dirs.retain(|r, _| self.node.state().repos.contains_key(r));

@@ -8,5 +8,6 @@ mod editors;
 mod faults;
 mod mount;
 mod mounted;
+mod rollback;
 mod roundtrip;
 mod vectors;

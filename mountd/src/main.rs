@@ -53,8 +53,9 @@ pub enum Event {
     Signal(i32),
     /// The kernel ended the session (fusermount3 -u, umount).
     Unmounted,
-    /// `polykey unmount`: reply on the channel once everything is written, or why not.
-    UnmountRequest(std::sync::mpsc::Sender<Result<(), String>>),
+    /// `polykey unmount`: reply on the channel once everything is written, or why not; the
+    /// receiver hears when the reply has reached the client (so the daemon outlives it).
+    UnmountRequest(std::sync::mpsc::Sender<Result<(), String>>, std::sync::mpsc::Receiver<()>),
     /// Periodic work.
     Tick,
 }
@@ -272,6 +273,7 @@ mod unix {
         let mut unmounted = false;
         let mut failing = false;
         let mut recorded = None;
+        let mut replies = Vec::new();
         for ev in events {
             match ev {
                 Event::Tick => {
@@ -304,10 +306,11 @@ mod unix {
                     unmounted = true;
                     stopping = true;
                 }
-                Event::UnmountRequest(reply) => match commit_all(shared) {
+                Event::UnmountRequest(reply, delivered) => match commit_all(shared) {
                     Ok(()) => {
                         stopping = true;
                         let _ = reply.send(Ok(()));
+                        replies.push(delivered);
                     }
                     Err(e) => {
                         log(&format!("unmount refused: {e}"));
@@ -336,8 +339,9 @@ mod unix {
                     Event::Tick => {
                         let _ = shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).tick();
                     }
-                    Event::UnmountRequest(reply) => {
+                    Event::UnmountRequest(reply, delivered) => {
                         let _ = reply.send(Ok(()));
+                        replies.push(delivered);
                     }
                     Event::Signal(_) => {}
                 }
@@ -352,6 +356,9 @@ mod unix {
             std::thread::sleep(TICK);
         }
         drop(bg);
+        for delivered in replies {
+            let _ = delivered.recv_timeout(Duration::from_secs(2));
+        }
         // Wipe every plaintext buffer and key now, not whenever the process ends.
         shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).wipe();
         ExitCode::SUCCESS

@@ -54,13 +54,22 @@ fn serve(
     stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     while let Some(body) = read_message(&mut stream)? {
         let req = Request::decode(&body)?;
-        let resp = answer(req, shared, record, events, invalidate);
+        let (delivered, told) = std::sync::mpsc::channel();
+        let resp = answer(req, shared, record, events, invalidate, (delivered.clone(), told));
         write_message(&mut stream, &resp.encode())?;
+        let _ = delivered.send(());
     }
     Ok(())
 }
 
-fn answer(req: Request, shared: &Shared, record: &MountRecord, events: &Sender<Event>, invalidate: &Sender<Invalidation>) -> Response {
+fn answer(
+    req: Request,
+    shared: &Shared,
+    record: &MountRecord,
+    events: &Sender<Event>,
+    invalidate: &Sender<Invalidation>,
+    (_delivered, told): (Sender<()>, std::sync::mpsc::Receiver<()>),
+) -> Response {
     use std::os::unix::ffi::OsStrExt;
     match req {
         Request::Status => {
@@ -68,7 +77,7 @@ fn answer(req: Request, shared: &Shared, record: &MountRecord, events: &Sender<E
         }
         Request::Unmount => {
             let (tx, rx) = std::sync::mpsc::channel();
-            if events.send(Event::UnmountRequest(tx)).is_err() {
+            if events.send(Event::UnmountRequest(tx, told)).is_err() {
                 return Response::Failed("the daemon is stopping".into(), false);
             }
             match rx.recv() {
@@ -80,7 +89,11 @@ fn answer(req: Request, shared: &Shared, record: &MountRecord, events: &Sender<E
         req => {
             shared.touch();
             let mut vfs = shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let out = vfs.with_node(|node| control::execute(node, req));
+            let out = if req.access() == polykey::Access::Read {
+                vfs.read_node(|node| control::execute(node, req))
+            } else {
+                vfs.with_node(|node| control::execute(node, req))
+            };
             for inv in vfs.take_invalidations() {
                 let _ = invalidate.send(inv);
             }
