@@ -39,6 +39,8 @@ use zeroize::Zeroizing;
 
 /// An inode number.
 pub type Ino = u64;
+/// An open file handle.
+pub type Fh = u64;
 /// The mount's root folder.
 pub const ROOT_INO: Ino = 1;
 const REPOS_INO: Ino = 2;
@@ -201,8 +203,6 @@ struct File {
     home: Option<(Ino, Name)>,
     /// When a local new file was last closed (it becomes a secret after [`GRACE`]).
     closed_at: Option<Instant>,
-    /// The commit this open made so far: later commits of the same open replace it.
-    session_commit: Option<Oid>,
     last_write: Instant,
     mtime: SystemTime,
     ctime: SystemTime,
@@ -213,6 +213,9 @@ enum Inode {
     File(File),
     Symlink { target: Vec<u8>, home: Option<(Ino, Name)>, mtime: SystemTime },
 }
+
+/// Every repository, every tag, and every tag entry with its target (repository, secret).
+type Names = (Vec<Name>, Vec<Name>, HashMap<(Name, Name), (Name, Name)>);
 
 /// Where a name in a folder leads.
 enum Entry {
@@ -231,6 +234,10 @@ pub struct Vfs {
     next_ino: Ino,
     uid: u32,
     gid: u32,
+    /// Open file handles (one per open(2), shared by dup'd descriptors): the commit each has
+    /// made so far, which its later commits replace (one logical save, one commit).
+    handles: HashMap<Fh, Option<Oid>>,
+    next_fh: Fh,
     /// The node has changes that could not be saved yet.
     unsaved: bool,
     invalidations: Vec<Invalidation>,
@@ -270,6 +277,8 @@ impl Vfs {
             next_ino: 4,
             uid,
             gid,
+            handles: HashMap::new(),
+            next_fh: 1,
             unsaved: false,
             invalidations: Vec::new(),
             started: now,
@@ -296,9 +305,11 @@ impl Vfs {
     /// is retried like any other, and the error says so.
     pub fn with_node<T>(&mut self, f: impl FnOnce(&mut Node) -> crate::Result<T>) -> crate::Result<T> {
         let _ = self.commit_all(); // A failure here is a save failure, retried below and by tick.
-        let before: HashMap<Ino, Option<Oid>> = self.bound_blobs();
+        let before = self.bound_state();
+        let names_before = self.names();
         let out = f(&mut self.node)?;
         self.reconcile(&before);
+        self.forget_names(names_before);
         if let Err(e) = self.node.save() {
             self.unsaved = true;
             return Err(CoreError::Pending { reason: e.to_string() });
@@ -307,12 +318,46 @@ impl Vfs {
         Ok(out)
     }
 
-    /// The blob each bound inode shows now.
-    fn bound_blobs(&self) -> HashMap<Ino, Option<Oid>> {
+    /// Every repository, tag and tag entry, with each entry's target.
+    fn names(&self) -> Names {
+        let st = self.node.state();
+        let entries =
+            st.tags.iter().flat_map(|(t, es)| es.iter().map(move |(e, target)| ((t.clone(), e.clone()), target.clone()))).collect();
+        (st.repos.keys().cloned().collect(), st.tags.keys().cloned().collect(), entries)
+    }
+
+    /// Tells the kernel to forget the names that a command removed or pointed elsewhere.
+    fn forget_names(&mut self, (repos, tags, entries): Names) {
+        let (repos_now, tags_now, entries_now) = self.names();
+        for r in repos.iter().filter(|r| !repos_now.contains(r)) {
+            self.invalidations.push(Invalidation::Entry(REPOS_INO, r.as_bytes().to_vec()));
+        }
+        for t in tags.iter().filter(|t| !tags_now.contains(t)) {
+            self.invalidations.push(Invalidation::Entry(TAGS_INO, t.as_bytes().to_vec()));
+        }
+        for ((t, e), target) in entries {
+            if entries_now.get(&(t.clone(), e.clone())) != Some(&target) {
+                if let Some(d) = self.tag_dirs.get(&t) {
+                    self.invalidations.push(Invalidation::Entry(*d, e.as_bytes().to_vec()));
+                }
+            }
+        }
+    }
+
+    /// The blob and the number of tag entries each bound inode has now.
+    fn bound_state(&self) -> HashMap<Ino, (Option<Oid>, usize)> {
+        let mut links: HashMap<(&Name, &Name), usize> = HashMap::new();
+        for entries in self.node.state().tags.values() {
+            for (r, s) in entries.values() {
+                *links.entry((r, s)).or_default() += 1;
+            }
+        }
         self.inodes
             .iter()
             .filter_map(|(i, n)| match n {
-                Inode::File(File { bound: Some((r, s)), .. }) => Some((*i, self.node.blob_id(r, s))),
+                Inode::File(File { bound: Some((r, s)), .. }) => {
+                    Some((*i, (self.node.blob_id(r, s), links.get(&(r, s)).copied().unwrap_or(0))))
+                }
                 _ => None,
             })
             .collect()
@@ -399,18 +444,7 @@ impl Vfs {
 
     fn new_file(bound: Option<(Name, Name)>, data: Option<SecretBytes>, home: Option<(Ino, Name)>) -> Inode {
         let now = SystemTime::now();
-        Inode::File(File {
-            bound,
-            data,
-            dirty: false,
-            opens: 0,
-            home,
-            closed_at: None,
-            session_commit: None,
-            last_write: Instant::now(),
-            mtime: now,
-            ctime: now,
-        })
+        Inode::File(File { bound, data, dirty: false, opens: 0, home, closed_at: None, last_write: Instant::now(), mtime: now, ctime: now })
     }
 
     /// The inode of secret `repo/secret`, allocated on first use.
@@ -591,7 +625,7 @@ impl Vfs {
             f.mtime = SystemTime::now();
             f.ctime = f.mtime;
             if f.opens == 0 {
-                self.commit_file(ino)?;
+                self.commit_file(ino, None)?;
             }
         }
         if let Some(m) = set.mtime {
@@ -682,16 +716,17 @@ impl Vfs {
 
     /// Commits a bound file's working copy (if dirty) and saves. While the file stays open,
     /// each commit replaces the previous one of the same open: one logical save, one commit.
-    fn commit_file(&mut self, ino: Ino) -> Result<(), FsError> {
+    fn commit_file(&mut self, ino: Ino, fh: Option<Fh>) -> Result<(), FsError> {
         let f = self.file(ino)?;
         if f.dirty {
             if let (Some((r, s)), Some(data)) = (f.bound.clone(), f.data.as_ref()) {
                 let data = Zeroizing::new(data.to_vec());
-                let replaces = f.session_commit;
+                let replaces = fh.and_then(|h| self.handles.get(&h).copied().flatten());
                 let made = self.node.put_amending(&r, &s, &data, replaces).map_err(core_err)?;
-                let f = self.file_mut(ino)?;
-                f.dirty = false;
-                f.session_commit = if f.opens > 0 { made } else { None };
+                self.file_mut(ino)?.dirty = false;
+                if let Some(session) = fh.and_then(|h| self.handles.get_mut(&h)) {
+                    *session = made;
+                }
             }
         }
         if self.has_unsaved() {
@@ -852,8 +887,8 @@ impl Vfs {
         self.save()
     }
 
-    /// Creates and opens a file (or a scratch symlink with [`Vfs::symlink`]).
-    pub fn create(&mut self, parent: Ino, name: &[u8]) -> Result<Attr, FsError> {
+    /// Creates and opens a file; returns its attributes and the open handle.
+    pub fn create(&mut self, parent: Ino, name: &[u8]) -> Result<(Attr, Fh), FsError> {
         let n = name_of(NameKind::TagEntry, name)?;
         let kind = self.folder(parent)?;
         if !matches!(kind, DirKind::Repo(_) | DirKind::Tag(_)) {
@@ -895,9 +930,9 @@ impl Vfs {
         } else {
             return Err(FsError::NotPermitted);
         }
-        self.file_mut(ino)?.opens += 1;
         self.touch_dir(parent);
-        self.getattr(ino)
+        let fh = self.open(ino, false)?;
+        Ok((self.getattr(ino)?, fh))
     }
 
     /// Creates a symbolic link; only scratch names may be links (emacs's lock files).
@@ -920,13 +955,16 @@ impl Vfs {
         }
     }
 
-    /// Opens a file. `truncate` empties it (O_TRUNC).
-    pub fn open(&mut self, ino: Ino, truncate: bool) -> Result<(), FsError> {
+    /// Opens a file. `truncate` empties it (O_TRUNC). Returns the open handle.
+    pub fn open(&mut self, ino: Ino, truncate: bool) -> Result<Fh, FsError> {
         self.file_mut(ino)?.opens += 1;
+        let fh = self.next_fh;
+        self.next_fh += 1;
+        self.handles.insert(fh, None);
         if truncate {
             self.setattr(ino, SetAttr { size: Some(0), ..SetAttr::default() })?;
         }
-        Ok(())
+        Ok(fh)
     }
 
     /// Reads up to `size` bytes at `offset`.
@@ -962,20 +1000,20 @@ impl Vfs {
 
     /// A descriptor is being closed: its changes are committed and saved, so `close` reports
     /// a failure to write them. Later commits of the same open replace this one.
-    pub fn flush(&mut self, ino: Ino) -> Result<(), FsError> {
+    pub fn flush(&mut self, ino: Ino, fh: Fh) -> Result<(), FsError> {
         match self.inodes.get(&ino) {
-            Some(Inode::File(_)) => self.commit_file(ino),
+            Some(Inode::File(_)) => self.commit_file(ino, Some(fh)),
             _ => Ok(()),
         }
     }
 
-    /// The last handle of an open is released.
-    pub fn release(&mut self, ino: Ino) -> Result<(), FsError> {
-        let r = self.commit_file(ino);
+    /// The last descriptor of an open is gone: the handle ends.
+    pub fn release(&mut self, ino: Ino, fh: Fh) -> Result<(), FsError> {
+        let r = self.commit_file(ino, Some(fh));
+        self.handles.remove(&fh);
         if let Ok(f) = self.file_mut(ino) {
             f.opens = f.opens.saturating_sub(1);
             if f.opens == 0 {
-                f.session_commit = None;
                 if f.bound.is_some() && !f.dirty {
                     f.data = None; // The node has it; do not keep a second plaintext copy.
                 } else if f.home.is_some() {
@@ -988,9 +1026,9 @@ impl Vfs {
 
     /// Makes a file's content durable in the node. Scratch and not-yet-named files live in
     /// memory only, so for them this succeeds without writing.
-    pub fn fsync(&mut self, ino: Ino) -> Result<(), FsError> {
+    pub fn fsync(&mut self, ino: Ino, fh: Option<Fh>) -> Result<(), FsError> {
         match self.inodes.get(&ino) {
-            Some(Inode::File(_)) => self.commit_file(ino),
+            Some(Inode::File(_)) => self.commit_file(ino, fh),
             Some(_) => {
                 if self.has_unsaved() {
                     self.save()?;
@@ -1367,7 +1405,7 @@ impl Vfs {
             note(self.promote(ino, dir, &name));
         }
         for ino in commit {
-            note(self.commit_file(ino));
+            note(self.commit_file(ino, None));
         }
         if self.has_unsaved() {
             note(self.save());
@@ -1378,12 +1416,18 @@ impl Vfs {
     /// Brings inodes in line with the node after changes made outside the filesystem: a
     /// secret that is gone leaves its inode unbound, one whose content changed drops its
     /// cached copy; the kernel is told about exactly those.
-    fn reconcile(&mut self, before: &HashMap<Ino, Option<Oid>>) {
+    fn reconcile(&mut self, before: &HashMap<Ino, (Option<Oid>, usize)>) {
+        let after = self.bound_state();
         for (ino, old) in before {
             let Ok(File { bound: Some((r, s)), dirty, .. }) = self.file(*ino) else { continue };
             let (r, s, dirty) = (r.clone(), s.clone(), *dirty);
             let now = self.node.blob_id(&r, &s);
-            if now == *old {
+            if after.get(ino) == Some(old) {
+                continue;
+            }
+            if now == old.0 {
+                // Only its tag entries changed: the kernel's link count is stale.
+                self.invalidations.push(Invalidation::Inode(*ino));
                 continue;
             }
             if now.is_none() && !self.dir_has_detached(&r, &s) {

@@ -12,9 +12,28 @@ use std::path::Path;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, SystemTime};
 
-/// Entry and attribute cache lifetime. Zero: the kernel asks again each time, so a rename
-/// over a secret or a change through another path is seen at once on every path.
-const TTL: Duration = Duration::ZERO;
+/// Attribute cache lifetime, and entry lifetime for folders. Whatever the core changes behind
+/// the kernel's back (tag entries hidden by an unlink, a CLI write through the daemon) is
+/// invalidated explicitly, so this only bounds the damage of a missed case.
+const TTL: Duration = Duration::from_secs(1);
+/// Entry lifetime for files: zero. A file name's inode can be handed over (a rename over a
+/// secret moves the secret, and its tag entries, to the renamed inode); an invalidation sent
+/// after the reply could lose the race with the next open, so file names are looked up afresh.
+const FILE_ENTRY_TTL: Duration = Duration::ZERO;
+
+fn entry_ttl(a: &Attr) -> &'static Duration {
+    if a.kind == Kind::Dir {
+        &TTL
+    } else {
+        &FILE_ENTRY_TTL
+    }
+}
+/// Keep the page cache across opens: content changes the kernel did not make itself are
+/// invalidated explicitly (`inval_inode`).
+const FOPEN_KEEP_CACHE: u32 = fuser::consts::FOPEN_KEEP_CACHE;
+/// No FLUSH on close (kernel 5.19+, ignored before): for read-only opens, which have nothing
+/// to commit, this saves a round trip per open/close.
+const FOPEN_NOFLUSH: u32 = 1 << 5;
 
 /// The filesystem as fuser sees it.
 pub struct FuseFs {
@@ -104,7 +123,7 @@ impl Filesystem for FuseFs {
 
     fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
         match self.with(|v| v.lookup(parent, name.as_bytes())) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
+            Ok(a) => reply.entry(entry_ttl(&a), &file_attr(&a), 0),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -158,7 +177,7 @@ impl Filesystem for FuseFs {
 
     fn mkdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
         match self.with(|v| v.mkdir(parent, name.as_bytes())) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
+            Ok(a) => reply.entry(entry_ttl(&a), &file_attr(&a), 0),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -179,7 +198,7 @@ impl Filesystem for FuseFs {
 
     fn symlink(&mut self, _req: &Request<'_>, parent: u64, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
         match self.with(|v| v.symlink(parent, link_name.as_bytes(), target.as_os_str().as_bytes())) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
+            Ok(a) => reply.entry(entry_ttl(&a), &file_attr(&a), 0),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -193,14 +212,16 @@ impl Filesystem for FuseFs {
 
     fn link(&mut self, _req: &Request<'_>, ino: u64, newparent: u64, newname: &OsStr, reply: ReplyEntry) {
         match self.with(|v| v.link(ino, newparent, newname.as_bytes())) {
-            Ok(a) => reply.entry(&TTL, &file_attr(&a), 0),
+            Ok(a) => reply.entry(entry_ttl(&a), &file_attr(&a), 0),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+        let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
+        let open_flags = if read_only { FOPEN_KEEP_CACHE | FOPEN_NOFLUSH } else { FOPEN_KEEP_CACHE };
         match self.with(|v| v.open(ino, flags & libc::O_TRUNC != 0)) {
-            Ok(()) => reply.opened(ino, 0),
+            Ok(fh) => reply.opened(fh, open_flags),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -230,22 +251,22 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn flush(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _lock_owner: u64, reply: ReplyEmpty) {
-        match self.with(|v| v.flush(ino)) {
+    fn flush(&mut self, _req: &Request<'_>, ino: u64, fh: u64, _lock_owner: u64, reply: ReplyEmpty) {
+        match self.with(|v| v.flush(ino, fh)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn release(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _flags: i32, _lock: Option<u64>, _flush: bool, reply: ReplyEmpty) {
-        match self.with(|v| v.release(ino)) {
+    fn release(&mut self, _req: &Request<'_>, ino: u64, fh: u64, _flags: i32, _lock: Option<u64>, _flush: bool, reply: ReplyEmpty) {
+        match self.with(|v| v.release(ino, fh)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn fsync(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
-        match self.with(|v| v.fsync(ino)) {
+    fn fsync(&mut self, _req: &Request<'_>, ino: u64, fh: u64, _datasync: bool, reply: ReplyEmpty) {
+        match self.with(|v| v.fsync(ino, Some(fh))) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
@@ -271,7 +292,7 @@ impl Filesystem for FuseFs {
     }
 
     fn fsyncdir(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
-        match self.with(|v| v.fsync(ino)) {
+        match self.with(|v| v.fsync(ino, None)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
@@ -284,10 +305,18 @@ impl Filesystem for FuseFs {
 
     fn create(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, _mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
         match self.with(|v| v.create(parent, name.as_bytes())) {
-            Ok(a) => reply.created(&TTL, &file_attr(&a), 0, a.ino, 0),
+            Ok((a, fh)) => reply.created(entry_ttl(&a), &file_attr(&a), 0, fh, FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(&e)),
         }
     }
+}
+
+/// Tells the kernel to drop one cache entry (ENOENT: it had nothing cached, fine).
+pub fn notify(notifier: &fuser::Notifier, inv: &Invalidation) {
+    let _ = match inv {
+        Invalidation::Inode(ino) => notifier.inval_inode(*ino as Ino, 0, 0),
+        Invalidation::Entry(parent, name) => notifier.inval_entry(*parent, OsStr::from_bytes(name)),
+    };
 }
 
 /// Sends queued invalidations to the kernel from their own thread: sending one from inside a
@@ -295,11 +324,7 @@ impl Filesystem for FuseFs {
 pub fn spawn_notifier(notifier: fuser::Notifier, rx: std::sync::mpsc::Receiver<Invalidation>) {
     std::thread::spawn(move || {
         for inv in rx {
-            // ENOENT means the kernel had nothing cached: fine.
-            let _ = match inv {
-                Invalidation::Inode(ino) => notifier.inval_inode(ino as Ino, 0, 0),
-                Invalidation::Entry(parent, name) => notifier.inval_entry(parent, OsStr::from_bytes(&name)),
-            };
+            notify(&notifier, &inv);
         }
     });
 }

@@ -202,7 +202,7 @@ mod unix {
         fuse::spawn_notifier(bg.notifier(), inval_rx);
         let record = MountRecord { pid: std::process::id(), node: node_path.clone(), mountpoint: mountpoint.clone() };
         record.write().map_err(|e| format!("cannot record the mount: {e}"))?;
-        server::spawn(listener, shared.clone(), record.clone(), events_tx.clone(), inval_tx);
+        server::spawn(listener, shared.clone(), record.clone(), events_tx.clone(), bg.notifier());
         spawn_forwarders(events_tx, destroyed_rx);
         report(args.foreground, "ready");
         if !args.foreground {

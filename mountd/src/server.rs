@@ -6,7 +6,6 @@
 use crate::{log, Event, Shared};
 use polykey::control::{self, read_message, write_message, Request, Response};
 use polykey::runtime::{self, MountRecord};
-use polykey::vfs::Invalidation;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::mpsc::Sender;
@@ -28,12 +27,13 @@ pub fn bind(node: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves connections, one thread each.
-pub fn spawn(listener: UnixListener, shared: Shared, record: MountRecord, events: Sender<Event>, invalidate: Sender<Invalidation>) {
+pub fn spawn(listener: UnixListener, shared: Shared, record: MountRecord, events: Sender<Event>, notifier: fuser::Notifier) {
+    let notifier = std::sync::Arc::new(notifier);
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let (shared, record, events, invalidate) = (shared.clone(), record.clone(), events.clone(), invalidate.clone());
+            let (shared, record, events, notifier) = (shared.clone(), record.clone(), events.clone(), notifier.clone());
             std::thread::spawn(move || {
-                if let Err(e) = serve(stream, &shared, &record, &events, &invalidate) {
+                if let Err(e) = serve(stream, &shared, &record, &events, &notifier) {
                     log(&format!("control connection: {e}"));
                 }
             });
@@ -46,7 +46,7 @@ fn serve(
     shared: &Shared,
     record: &MountRecord,
     events: &Sender<Event>,
-    invalidate: &Sender<Invalidation>,
+    notifier: &fuser::Notifier,
 ) -> std::io::Result<()> {
     if crate::sys::peer_uid(&stream)? != runtime::euid() {
         return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "peer is another user"));
@@ -55,7 +55,7 @@ fn serve(
     while let Some(body) = read_message(&mut stream)? {
         let req = Request::decode(&body)?;
         let (delivered, told) = std::sync::mpsc::channel();
-        let resp = answer(req, shared, record, events, invalidate, (delivered.clone(), told));
+        let resp = answer(req, shared, record, events, notifier, (delivered.clone(), told));
         write_message(&mut stream, &resp.encode())?;
         let _ = delivered.send(());
     }
@@ -67,7 +67,7 @@ fn answer(
     shared: &Shared,
     record: &MountRecord,
     events: &Sender<Event>,
-    invalidate: &Sender<Invalidation>,
+    notifier: &fuser::Notifier,
     (_delivered, told): (Sender<()>, std::sync::mpsc::Receiver<()>),
 ) -> Response {
     use std::os::unix::ffi::OsStrExt;
@@ -94,8 +94,12 @@ fn answer(
             } else {
                 vfs.with_node(|node| control::execute(node, req))
             };
-            for inv in vfs.take_invalidations() {
-                let _ = invalidate.send(inv);
+            let invalidations = vfs.take_invalidations();
+            drop(vfs);
+            // Before answering, so the caller's next read through the mount is current. No
+            // kernel request is waiting on this thread, so this cannot deadlock.
+            for inv in &invalidations {
+                crate::fuse::notify(notifier, inv);
             }
             match out {
                 Ok(r) => r,

@@ -47,11 +47,11 @@ impl Fx {
     }
     fn write_new(&mut self, dir: &str, name: &str, data: &[u8]) -> Ino {
         let d = self.dir(dir);
-        let ino = self.vfs.create(d, name.as_bytes()).unwrap().ino;
-        self.vfs.write(ino, 0, data).unwrap();
-        self.vfs.flush(ino).unwrap();
-        self.vfs.release(ino).unwrap();
-        ino
+        let (attr, fh) = self.vfs.create(d, name.as_bytes()).unwrap();
+        self.vfs.write(attr.ino, 0, data).unwrap();
+        self.vfs.flush(attr.ino, fh).unwrap();
+        self.vfs.release(attr.ino, fh).unwrap();
+        attr.ino
     }
 }
 
@@ -60,13 +60,31 @@ fn echo_redirect_with_dup_and_two_closes_is_one_commit() {
     let mut f = fx();
     let before = f.commits();
     let ino = f.ino("repos/aws/key");
-    f.vfs.open(ino, true).unwrap(); // O_TRUNC
-    f.vfs.flush(ino).unwrap(); // close(3) after dup2
+    let fh = f.vfs.open(ino, true).unwrap(); // O_TRUNC
+    f.vfs.flush(ino, fh).unwrap(); // close(3) after dup2
     f.vfs.write(ino, 0, b"x\n").unwrap();
-    f.vfs.flush(ino).unwrap();
-    f.vfs.release(ino).unwrap();
+    f.vfs.flush(ino, fh).unwrap();
+    f.vfs.release(ino, fh).unwrap();
     assert_eq!(f.commits(), before + 1);
     assert_eq!(f.node_value("key").unwrap(), b"x\n");
+}
+
+#[test]
+fn two_opens_are_two_saves_even_when_releases_arrive_late() {
+    let mut f = fx();
+    let before = f.commits();
+    let ino = f.ino("repos/aws/key");
+    let a = f.vfs.open(ino, true).unwrap();
+    f.vfs.write(ino, 0, b"one").unwrap();
+    f.vfs.fsync(ino, Some(a)).unwrap();
+    f.vfs.flush(ino, a).unwrap();
+    // The kernel sends RELEASE asynchronously: the next open can come first.
+    let b = f.vfs.open(ino, true).unwrap();
+    f.vfs.release(ino, a).unwrap();
+    f.vfs.write(ino, 0, b"two").unwrap();
+    f.vfs.fsync(ino, Some(b)).unwrap();
+    f.vfs.release(ino, b).unwrap();
+    assert_eq!(f.commits(), before + 2);
 }
 
 #[test]
@@ -77,11 +95,12 @@ fn vim_rename_save_keeps_tags_and_is_one_commit() {
     // vim: rename f → f~, create f, write, fsync, close, unlink f~.
     f.vfs.rename(aws, b"key", aws, b"key~", 0).unwrap();
     assert!(f.vfs.lookup(aws, b"key").is_err());
-    let new = f.vfs.create(aws, b"key").unwrap().ino;
+    let (attr, fh) = f.vfs.create(aws, b"key").unwrap();
+    let new = attr.ino;
     f.vfs.write(new, 0, b"new").unwrap();
-    f.vfs.fsync(new).unwrap();
-    f.vfs.flush(new).unwrap();
-    f.vfs.release(new).unwrap();
+    f.vfs.fsync(new, Some(fh)).unwrap();
+    f.vfs.flush(new, fh).unwrap();
+    f.vfs.release(new, fh).unwrap();
     f.vfs.unlink(aws, b"key~").unwrap();
     f.vfs.commit_all().unwrap();
     assert_eq!(f.commits(), before + 1);
@@ -187,11 +206,11 @@ fn links_renames_and_errors() {
 fn an_open_reader_keeps_the_old_content_when_a_secret_is_replaced() {
     let mut f = fx();
     let old = f.ino("repos/aws/key");
-    f.vfs.open(old, false).unwrap();
+    let fh = f.vfs.open(old, false).unwrap();
     let tmp = f.write_new("repos/aws", ".key.tmp", b"new");
     let aws = f.dir("repos/aws");
     f.vfs.rename(aws, b".key.tmp", aws, b"key", 0).unwrap();
     assert_eq!(f.vfs.read(old, 0, 100).unwrap(), b"old");
     assert_eq!(f.vfs.read(tmp, 0, 100).unwrap(), b"new");
-    f.vfs.release(old).unwrap();
+    f.vfs.release(old, fh).unwrap();
 }
