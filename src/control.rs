@@ -40,8 +40,8 @@ pub enum Request {
     Log(Name, Option<Name>),
     /// The decrypted tar archive.
     Export,
-    /// Change the passphrase.
-    Passwd(Passphrase),
+    /// Change the passphrase: the current one (checked), the new one.
+    Passwd(Passphrase, Passphrase),
     /// (Daemon only) where this node is mounted and by whom.
     Status,
     /// (Daemon only) write everything out and unmount.
@@ -122,8 +122,12 @@ pub fn execute(node: &mut Node, req: Request) -> Result<Response> {
                 .map_err(|e| Error::Corrupt { node: node.path().to_owned(), what: e.to_string() })?;
             Response::Data(Zeroizing::new(out))
         }
-        Request::Passwd(p) => {
-            node.change_passphrase(&p, crate::KdfParams::default())?;
+        Request::Passwd(current, new) => {
+            // Whoever can reach the socket can read the mount, but must not lock its owner out.
+            if !node.verify_passphrase(&current) {
+                return Err(Error::WrongPassphrase { node: node.path().to_owned() });
+            }
+            node.change_passphrase(&new, crate::KdfParams::default())?;
             Response::Done
         }
         Request::Status | Request::Unmount => return Err(Error::Passphrase("this command needs the mount daemon".into())),
@@ -203,7 +207,7 @@ impl Request {
             Request::Untag(t, e) => Enc::new(9).name(t).name(e),
             Request::Log(r, s) => Enc::new(10).name(r).opt(s),
             Request::Export => Enc::new(11),
-            Request::Passwd(p) => Enc::new(12).field(p.expose()),
+            Request::Passwd(c, n) => Enc::new(12).field(c.expose()).field(n.expose()),
             Request::Status => Enc::new(13),
             Request::Unmount => Enc::new(14),
         }
@@ -226,7 +230,7 @@ impl Request {
             9 => Request::Untag(d.name(Tag)?, d.name(TagEntry)?),
             10 => Request::Log(d.name(Repo)?, d.opt(Secret)?),
             11 => Request::Export,
-            12 => Request::Passwd(Passphrase::new(d.field()?.to_vec())),
+            12 => Request::Passwd(Passphrase::new(d.field()?.to_vec()), Passphrase::new(d.field()?.to_vec())),
             13 => Request::Status,
             14 => Request::Unmount,
             _ => return Err(bad()),

@@ -123,7 +123,7 @@ pub enum Error {
     #[error("{0}")]
     Passphrase(String),
     /// The node is older than a state of it seen here before (replaced by an old copy?).
-    #[error("node {} is older than when it was last used here (save {found:?} < {seen:?}): it may have been replaced by an old copy; to use it anyway, pass --accept-rollback", node.display())]
+    #[error("node {} {}; to use it as it is, pass --accept-rollback", node.display(), rollback_cause(*found, *seen, *damaged_at))]
     Rollback {
         /// The node file.
         node: PathBuf,
@@ -131,6 +131,8 @@ pub enum Error {
         seen: (u32, u64),
         /// The position found now.
         found: (u32, u64),
+        /// Where the log was found damaged or cut short, if it was (the likelier cause then).
+        damaged_at: Option<u64>,
     },
     /// A change was made in the mount but could not be written to the node file yet.
     #[error("{reason}; the change is kept by the mount and will be written as soon as the node file can be (retried every second)")]
@@ -146,6 +148,15 @@ pub enum Error {
         /// The process holding it, if known (0 if not).
         pid: u32,
     },
+}
+
+fn rollback_cause(found: (u32, u64), seen: (u32, u64), damaged_at: Option<u64>) -> String {
+    match damaged_at {
+        Some(at) => {
+            format!("has lost saves made here before: the log is damaged or cut short at byte {at} (state {found:?}, last seen {seen:?})")
+        }
+        None => format!("is older than when it was last used here (state {found:?} < {seen:?}): it may have been replaced by an old copy"),
+    }
 }
 
 impl Error {

@@ -69,6 +69,9 @@ pub struct Node {
     header_degraded: bool,
     /// A save cut short or damaged at the end of the log, ignored when opening.
     discarded: Option<log::Damage>,
+    /// A header write failed part-way (compaction, passphrase change): a slot on disk may
+    /// name a checkpoint this node no longer counts on. Settled before the next write.
+    header_unsure: bool,
 }
 
 fn lock_file(file: &File, path: &Path, access: Access) -> Result<()> {
@@ -93,6 +96,7 @@ impl Node {
         if pass.expose().is_empty() {
             return Err(Error::EmptyPassphrase);
         }
+        params.check().map_err(|what| Error::Passphrase(format!("refusing Argon2 parameters: {what}")))?;
         let mut opts = OpenOptions::new();
         opts.read(true).write(true).create_new(true);
         #[cfg(unix)]
@@ -102,7 +106,6 @@ impl Node {
             _ => Error::io("cannot create node", path, e),
         })?;
         lock_file(&file, path, Access::Write)?;
-        params.check().map_err(|what| Error::Passphrase(format!("refusing Argon2 parameters: {what}")))?;
         let (mut header, key) = Header::create(pass, params).map_err(|e| Error::io("cannot create node", path, e))?;
         let mut storage = FileStorage::new(file);
         let written = log::write_header(&mut storage, &mut header, &key).and_then(|()| {
@@ -127,6 +130,7 @@ impl Node {
             access: Access::Write,
             header_degraded: false,
             discarded: None,
+            header_unsure: false,
         })
     }
 
@@ -168,6 +172,7 @@ impl Node {
             access,
             header_degraded: !both,
             discarded: replayed.discarded,
+            header_unsure: false,
         })
     }
 
@@ -556,7 +561,8 @@ impl Node {
         let mut stats = SaveStats::default();
         if !self.pending.is_empty() {
             let txn = zeroize::Zeroizing::new(std::mem::take(&mut self.pending).into_bytes());
-            let mut written = log::append(self.storage.as_mut(), &self.header, &self.key, &mut self.pos, &txn, false);
+            let mut written =
+                self.settle_header().and_then(|()| log::append(self.storage.as_mut(), &self.header, &self.key, &mut self.pos, &txn, false));
             if written.as_ref().is_err_and(device_gone) && self.reopen().is_ok() {
                 written = log::append(self.storage.as_mut(), &self.header, &self.key, &mut self.pos, &txn, false);
             }
@@ -598,18 +604,40 @@ impl Node {
         Ok(())
     }
 
+    /// After a failed header write, writes the header this node holds to both slots, with a
+    /// generation above any the failed write may have left, before anything else is written:
+    /// otherwise a slot could keep naming a checkpoint that the next save overwrites.
+    fn settle_header(&mut self) -> std::io::Result<()> {
+        if self.header_unsure {
+            let mut h = self.header.clone();
+            h.generation += 2;
+            log::write_header(self.storage.as_mut(), &mut h, &self.key)?;
+            self.header = h;
+            self.header_unsure = false;
+        }
+        Ok(())
+    }
+
     /// Rewrites the node as a single checkpoint of the live state.
     pub fn compact(&mut self) -> Result<()> {
         assert!(self.pending.is_empty(), "save before compacting");
+        self.settle_header().map_err(|e| Error::io("cannot compact node", &self.path, e))?;
         let mut w = journal::Writer::new();
         for r in self.state.records() {
             w.push(&r);
         }
         let txn = zeroize::Zeroizing::new(w.into_bytes());
-        log::compact(self.storage.as_mut(), &mut self.header, &self.key, &mut self.pos, &txn)
-            .map_err(|e| Error::io("cannot compact node", &self.path, e))?;
+        log::compact(self.storage.as_mut(), &mut self.header, &self.key, &mut self.pos, &txn).map_err(|e| {
+            self.header_unsure = true;
+            Error::io("cannot compact node", &self.path, e)
+        })?;
         self.header_degraded = false;
         Ok(())
+    }
+
+    /// Whether `pass` is this node's passphrase (costs one key derivation).
+    pub fn verify_passphrase(&self, pass: &Passphrase) -> bool {
+        self.header.unwrap_key(pass).is_ok()
     }
 
     /// Changes the passphrase by re-wrapping the data key; the log is untouched.
@@ -618,10 +646,14 @@ impl Node {
             return Err(Error::EmptyPassphrase);
         }
         params.check().map_err(|what| Error::Passphrase(format!("refusing Argon2 parameters: {what}")))?;
+        self.settle_header().map_err(|e| Error::io("cannot write node", &self.path, e))?;
         let mut h = self.header.clone();
         h.wrap(new, params, &self.key).map_err(|e| Error::io("cannot change passphrase of", &self.path, e))?;
         h.generation += 1;
-        log::write_header(self.storage.as_mut(), &mut h, &self.key).map_err(|e| Error::io("cannot write node", &self.path, e))?;
+        log::write_header(self.storage.as_mut(), &mut h, &self.key).map_err(|e| {
+            self.header_unsure = true;
+            Error::io("cannot write node", &self.path, e)
+        })?;
         self.header = h;
         self.header_degraded = false;
         Ok(())

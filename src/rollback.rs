@@ -35,7 +35,12 @@ fn remembered(node: &Node) -> Option<(u32, u64)> {
 /// Fails if `node` is older than the newest state of it seen here before.
 pub fn check(node: &Node) -> Result<()> {
     match remembered(node) {
-        Some(seen) if node.position() < seen => Err(Error::Rollback { node: node.path().to_owned(), seen, found: node.position() }),
+        Some(seen) if node.position() < seen => Err(Error::Rollback {
+            node: node.path().to_owned(),
+            seen,
+            found: node.position(),
+            damaged_at: node.discarded_tail().map(|(offset, _)| offset),
+        }),
         _ => Ok(()),
     }
 }

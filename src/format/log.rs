@@ -321,9 +321,11 @@ pub fn compact(storage: &mut dyn Storage, header: &mut Header, key: &Key, pos: &
     h.base_end = front + c2.len() as u64;
     write_header(storage, &mut h, key)?;
     *header = h;
+    // The log now ends after the front copy, even if cutting off the rest fails: the next
+    // append cuts it off then.
+    *pos = Position { epoch: header.epoch, next_seq: c2_frames, end: header.base_end };
     // 5. Cut off everything after it.
     storage.truncate(header.base_end)?;
     storage.sync()?;
-    *pos = Position { epoch: header.epoch, next_seq: c2_frames, end: header.base_end };
     Ok(pos.end)
 }

@@ -287,7 +287,8 @@ fn run(cli: Cli) -> CliResult {
             let path = node_path(g)?;
             if runtime::find(&path).is_some() {
                 // The daemon holds the node; it re-wraps the key for us.
-                Request::Passwd(new_passphrase(g, false)?)
+                let current = sources(g).resolve("Current passphrase", false)?;
+                Request::Passwd(current, new_passphrase(g, false)?)
             } else {
                 let mut node = open(g, Access::Write)?;
                 let new = new_passphrase(g, false)?;
@@ -312,6 +313,12 @@ fn run(cli: Cli) -> CliResult {
                 .take(limit + 1)
                 .read_to_end(&mut data)
                 .map_err(|e| Failure(format!("cannot read standard input: {e}"), EXIT_FAILURE))?;
+            if data.len() as u64 > limit {
+                return Err(Failure(
+                    format!("standard input is larger than the {limit}-byte limit for a secret; nothing was stored"),
+                    EXIT_FAILURE,
+                ));
+            }
             Request::Put(repo, secret, data)
         }
         Cmd::Get { path } => {
