@@ -42,6 +42,8 @@ pub enum Request {
     Export,
     /// Change the passphrase: the current one (checked), the new one.
     Passwd(Passphrase, Passphrase),
+    /// Store many secrets: one commit per repository (bulk import).
+    Import(Vec<(Name, Name, SecretBytes)>),
     /// (Daemon only) where this node is mounted and by whom.
     Status,
     /// (Daemon only) write everything out and unmount.
@@ -61,6 +63,8 @@ pub enum Response {
     Data(SecretBytes),
     /// History, newest first.
     Log(Vec<LogEntry>),
+    /// How many things changed.
+    Count(u64),
     /// A mount: daemon pid, node path, mountpoint.
     Mounted(u32, Vec<u8>, Vec<u8>),
     /// The command failed: its message, and whether it is a usage error.
@@ -129,6 +133,17 @@ pub fn execute(node: &mut Node, req: Request) -> Result<Response> {
             }
             node.change_passphrase(&new, crate::KdfParams::default())?;
             Response::Done
+        }
+        Request::Import(items) => {
+            let mut by_repo: std::collections::BTreeMap<&Name, Vec<(Name, &[u8])>> = std::collections::BTreeMap::new();
+            for (r, s, d) in &items {
+                by_repo.entry(r).or_default().push((s.clone(), &d[..]));
+            }
+            let mut changed = 0;
+            for (r, secrets) in by_repo {
+                changed += node.put_many(r, &secrets)?;
+            }
+            Response::Count(changed as u64)
         }
         Request::Status | Request::Unmount => return Err(Error::Passphrase("this command needs the mount daemon".into())),
     })
@@ -210,6 +225,7 @@ impl Request {
             Request::Passwd(c, n) => Enc::new(12).field(c.expose()).field(n.expose()),
             Request::Status => Enc::new(13),
             Request::Unmount => Enc::new(14),
+            Request::Import(items) => items.iter().fold(Enc::new(15), |e, (r, s, d)| e.name(r).name(s).field(d)),
         }
         .finish()
     }
@@ -233,6 +249,13 @@ impl Request {
             12 => Request::Passwd(Passphrase::new(d.field()?.to_vec()), Passphrase::new(d.field()?.to_vec())),
             13 => Request::Status,
             14 => Request::Unmount,
+            15 => {
+                let mut items = Vec::new();
+                while !d.0.is_empty() {
+                    items.push((d.name(Repo)?, d.name(Secret)?, Zeroizing::new(d.field()?.to_vec())));
+                }
+                Request::Import(items)
+            }
             _ => return Err(bad()),
         })
     }
@@ -251,6 +274,7 @@ impl Response {
             }
             Response::Mounted(pid, node, mnt) => Enc::new(6).field(&pid.to_le_bytes()).field(node).field(mnt),
             Response::Failed(m, usage) => Enc::new(7).field(m.as_bytes()).field(&[u8::from(*usage)]),
+            Response::Count(n) => Enc::new(8).field(&n.to_le_bytes()),
         }
         .finish()
     }
@@ -288,6 +312,7 @@ impl Response {
             }
             6 => Response::Mounted(d.u32()?, d.field()?.to_vec(), d.field()?.to_vec()),
             7 => Response::Failed(String::from_utf8_lossy(d.field()?).into_owned(), d.field()? == [1]),
+            8 => Response::Count(u64::from_le_bytes(d.field()?.try_into().map_err(|_| bad())?)),
             _ => return Err(bad()),
         })
     }

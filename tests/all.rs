@@ -6,6 +6,7 @@ mod cli;
 mod corruption;
 mod editors;
 mod faults;
+mod import;
 mod mount;
 mod mounted;
 mod rollback;

@@ -81,6 +81,9 @@ pub enum Cmd {
     Log { repo: OsString, secret: Option<OsString> },
     /// Write the decrypted node as a tar archive to stdout (never to a terminal)
     Export,
+    /// Import many secrets at once: SOURCE/<repo>/<secret> files, or with `-` a tar of that
+    /// layout on stdin (one commit per repository; `.git` folders are skipped)
+    Import { source: PathBuf },
     /// Mount the node at MOUNTPOINT; returns once the mount is ready
     Mount {
         mountpoint: PathBuf,

@@ -1,6 +1,7 @@
 //! The `polykey` command: a thin layer over the core library.
 
 mod cli;
+mod import;
 mod mount;
 
 use clap::Parser;
@@ -216,6 +217,11 @@ fn print(g: &Global, resp: Response) -> CliResult {
     let mut out = io::BufWriter::new(io::stdout().lock());
     match resp {
         Response::Done | Response::Mounted(..) | Response::Failed(..) => {}
+        Response::Count(n) => {
+            if !g.quiet {
+                eprintln!("polykey: {n} secret{} stored", if n == 1 { "" } else { "s" });
+            }
+        }
         Response::Names(list) if g.json => {
             let v: Vec<_> = list.iter().map(|n| serde_json::json!({ "name": n.display() })).collect();
             json(&mut out, &serde_json::Value::Array(v))?;
@@ -358,6 +364,7 @@ fn run(cli: Cli) -> CliResult {
         }
         Cmd::Untag { tag, name: entry } => Request::Untag(name(NameKind::Tag, &tag)?, name(NameKind::TagEntry, &entry)?),
         Cmd::Log { repo, secret } => Request::Log(name(NameKind::Repo, &repo)?, secret.map(|s| name(NameKind::Secret, &s)).transpose()?),
+        Cmd::Import { source } => Request::Import(import::read(&source)?),
         Cmd::Export => {
             if io::stdout().is_terminal() {
                 return Err(Failure(
