@@ -146,7 +146,8 @@ impl Node {
 
     /// Opens a node from any storage (tests use in-memory or failing storage).
     pub fn open_storage(path: &Path, storage: Box<dyn Storage>, pass: &Passphrase, access: Access) -> Result<Node> {
-        let bytes = zeroize::Zeroizing::new(storage.read_all().map_err(|e| Error::io("cannot read node", path, e))?);
+        // Ciphertext: nothing here needs wiping.
+        let bytes = storage.read_all().map_err(|e| Error::io("cannot read node", path, e))?;
         let (header, key, both) = Header::open(&bytes, pass).map_err(|e| header_error(path, e))?;
         let mut state = State::default();
         let replayed = log::replay(&bytes, &header, &key, |txn| {

@@ -39,6 +39,17 @@ pub fn open(key: &Key, nonce: &[u8; NONCE_BYTES], aad: &[u8], buf: &mut Vec<u8>)
     cipher.decrypt_in_place_detached(XNonce::from_slice(nonce), aad, buf, &tag).is_ok()
 }
 
+/// Authenticates and decrypts `buf` (ciphertext followed by tag) in place; returns the
+/// plaintext's length (the tag's bytes after it are left as they were), or `None` if
+/// authentication fails, leaving `buf` unchanged.
+pub fn open_in_place(key: &Key, nonce: &[u8; NONCE_BYTES], aad: &[u8], buf: &mut [u8]) -> Option<usize> {
+    let split = buf.len().checked_sub(TAG_BYTES)?;
+    let (body, tag) = buf.split_at_mut(split);
+    let cipher = XChaCha20Poly1305::new(key.expose().into());
+    cipher.decrypt_in_place_detached(XNonce::from_slice(nonce), aad, body, Tag::from_slice(tag)).ok()?;
+    Some(split)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,12 +195,13 @@ fn parse_target(t: &[u8]) -> Option<(Name, Name)> {
 pub fn parse(plaintext: &[u8]) -> Result<Vec<Record>, JournalError> {
     let err = |member: &[u8], what| JournalError { member: String::from_utf8_lossy(member).into_owned(), what };
     // The tar crate stops at the first all-zero block or at the end of input; the writer
-    // never writes zero blocks, so stopping before the end means damage.
+    // never writes zero blocks, so stopping before the end means damage. The seekable
+    // iterator skips padding by seeking (the plain one zeroes a 32 KiB buffer per member).
     let mut cursor = std::io::Cursor::new(plaintext);
     let mut out = Vec::new();
     {
         let mut archive = tar::Archive::new(&mut cursor);
-        let entries = archive.entries().map_err(|_| err(b"", "unreadable tar stream"))?;
+        let entries = archive.entries_with_seek().map_err(|_| err(b"", "unreadable tar stream"))?;
         for entry in entries {
             let mut entry = entry.map_err(|_| err(b"", "unreadable tar header"))?;
             let path = entry.path_bytes().into_owned();

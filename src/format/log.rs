@@ -196,15 +196,19 @@ pub fn replay(
             discarded = Some(damage(at, "save cut short inside a frame"));
             break;
         }
-        let mut buf = file[at as usize + FRAME_HEADER_BYTES..end as usize].to_vec();
-        if !aead::open(key, &fh.nonce, &aad(&header.node_id, hb, at), &mut buf) {
-            discarded = tail_or_damage(at, seq + 1, "authentication failed")?;
-            break;
-        }
-        let buf = zeroize::Zeroizing::new(buf);
+        // Decrypt straight into the transaction's (zeroizing) buffer: no other plaintext copy.
         let txn =
             pending.get_or_insert_with(|| Transaction { offset: at, reset: fh.flags & FLAG_RESET != 0, plaintext: Default::default() });
-        txn.plaintext.extend_from_slice(&buf);
+        let base = txn.plaintext.len();
+        txn.plaintext.extend_from_slice(&file[at as usize + FRAME_HEADER_BYTES..end as usize]);
+        match aead::open_in_place(key, &fh.nonce, &aad(&header.node_id, hb, at), &mut txn.plaintext[base..]) {
+            Some(n) => txn.plaintext.truncate(base + n),
+            None => {
+                txn.plaintext.truncate(base);
+                discarded = tail_or_damage(at, seq + 1, "authentication failed")?;
+                break;
+            }
+        }
         if at == header.log_start && !(txn.reset || header.log_start == super::header::LOG_OFFSET && header.epoch == 0) {
             return Err(damage(at, "log does not begin with a checkpoint"));
         }
