@@ -11,4 +11,5 @@ mod mount;
 mod mounted;
 mod rollback;
 mod roundtrip;
+mod secrecy;
 mod vectors;
