@@ -1,7 +1,10 @@
-//! Node benchmarks: open time, bytes written and latency of a one-secret save, and `polykey get`
-//! wall time, for nodes of several sizes. Prints a table; asserts nothing.
+//! Node benchmarks: bulk import through the library (`Node::put_many`), open time, bytes written
+//! and latency of a one-secret save, and `polykey get` wall time on an unmounted node, for nodes
+//! of several sizes. Prints a table and, with POLYKEY_BENCH_OUT=FILE, writes every figure as
+//! JSON records (`scripts/bench/report.py` reads them). Asserts nothing.
 //!
-//! Run: `cargo bench --bench node` (sizes: `POLYKEY_BENCH_SIZES=10,1000,10000`).
+//! Run: `scripts/bench/all.sh` (everything) or `cargo bench --bench node`. Sizes:
+//! POLYKEY_BENCH_SIZES (default 10,100,1000,10000; POLYKEY_BENCH_FULL=1 adds 100000).
 //! Nodes are built with one bulk commit per repository: small repositories (4 secrets each, as
 //! users are advised), plus one case with every secret in a single repository, where git's
 //! tree object grows with the repository (each save writes a new tree).
@@ -51,17 +54,23 @@ fn build(path: &Path, pass: &Passphrase, params: KdfParams, n: usize, per_repo: 
 
 struct Row {
     case: String,
+    n: usize,
+    one_repo: bool,
     file_kib: u64,
+    import: Duration,
     open: Duration,
     save: Duration,
     save_bytes: u64,
 }
 
 fn measure(case: String, n: usize, per_repo: usize) -> Row {
-    let dir = tempfile::tempdir().unwrap();
+    // On this project's disk, not /tmp, which may be tmpfs.
+    let dir = tempfile::Builder::new().prefix("polykey-bench-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("bench.node");
     let pass = Passphrase::new(b"bench".to_vec());
+    let t = Instant::now();
     build(&path, &pass, FAST, n, per_repo);
+    let import = t.elapsed();
     let file_kib = std::fs::metadata(&path).unwrap().len() / 1024;
     let open = median(
         (0..5)
@@ -86,45 +95,98 @@ fn measure(case: String, n: usize, per_repo: usize) -> Row {
         bytes.push(stats.bytes_written);
     }
     bytes.sort();
-    Row { case, file_kib, open, save: median(times), save_bytes: bytes[bytes.len() / 2] }
+    Row { case, n, one_repo: per_repo == n, file_kib, import, open, save: median(times), save_bytes: bytes[bytes.len() / 2] }
+}
+
+/// The JSON records of the run.
+#[derive(Default)]
+struct Out(Vec<serde_json::Value>);
+
+impl Out {
+    fn rec(&mut self, key: &str, size: usize, value: f64, unit: &str, note: &str) {
+        self.0.push(serde_json::json!({"bench": "node", "key": key, "size": size, "value": value, "unit": unit, "note": note}));
+    }
+    fn write(&self) {
+        if let Some(path) = std::env::var_os("POLYKEY_BENCH_OUT") {
+            std::fs::write(&path, serde_json::to_string_pretty(&self.0).unwrap()).unwrap();
+            println!("(records written to {})", std::path::PathBuf::from(path).display());
+        }
+    }
 }
 
 fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing useful: run quickly then.
     let quick = !std::env::args().any(|a| a == "--bench");
-    let sizes: Vec<usize> = std::env::var("POLYKEY_BENCH_SIZES")
+    let full = std::env::var("POLYKEY_BENCH_FULL").is_ok_and(|v| v == "1");
+    let mut sizes: Vec<usize> = std::env::var("POLYKEY_BENCH_SIZES")
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
-        .unwrap_or_else(|| if quick { vec![10] } else { vec![10, 1000, 10_000] });
+        .unwrap_or_else(|| if quick { vec![10] } else { vec![10, 100, 1000, 10_000] });
+    if full && !quick && !sizes.contains(&100_000) {
+        sizes.push(100_000);
+    }
+    let mut out = Out::default();
 
-    println!("Polykey node benchmark (release build; medians; Argon2 cost excluded from open)");
-    println!("{:<34} {:>9} {:>10} {:>12} {:>12}", "case", "file", "open", "save", "bytes/save");
+    println!("Polykey node benchmark (release build; medians; Argon2 cost excluded from import and open)");
+    println!("{:<34} {:>9} {:>10} {:>10} {:>12} {:>12}", "case", "file", "import", "open", "save", "bytes/save");
     let mut rows = Vec::new();
     for &n in &sizes {
         rows.push(measure(format!("{n} secrets, {SECRETS_PER_REPO} per repository"), n, SECRETS_PER_REPO));
     }
-    if let Some(&n) = sizes.iter().max() {
+    // One repository holding every secret, at 10,000 (or the largest size below it).
+    if let Some(n) = sizes.iter().copied().filter(|&n| n <= 10_000).max() {
         rows.push(measure(format!("{n} secrets, one repository"), n, n));
     }
     for r in &rows {
-        println!("{:<34} {:>6} KiB {:>10} {:>12} {:>10} B", r.case, r.file_kib, fmt(r.open), fmt(r.save), r.save_bytes);
+        println!(
+            "{:<34} {:>6} KiB {:>10} {:>10} {:>12} {:>10} B",
+            r.case,
+            r.file_kib,
+            fmt(r.import),
+            fmt(r.open),
+            fmt(r.save),
+            r.save_bytes
+        );
+        let sfx = if r.one_repo { "_onerepo" } else { "" };
+        out.rec(
+            &format!("import.put_many{sfx}"),
+            r.n,
+            r.import.as_secs_f64() * 1e3,
+            "ms",
+            "Node::put_many per repository + save, Argon2 at 8 KiB",
+        );
+        out.rec(
+            &format!("open.node{sfx}"),
+            r.n,
+            r.open.as_secs_f64() * 1e3,
+            "ms",
+            "Node::open (read, decrypt, replay), Argon2 at 8 KiB; median of 5",
+        );
+        out.rec(&format!("save.lib{sfx}"), r.n, r.save.as_secs_f64() * 1e6, "us", "Node::put + Node::save of one secret; median of 30");
+        out.rec(&format!("save.lib_bytes{sfx}"), r.n, r.save_bytes as f64, "B", "bytes appended per save; median of 30");
+        out.rec(&format!("node.file{sfx}"), r.n, (r.file_kib * 1024) as f64, "B", "node file after import");
     }
 
     // The passphrase KDF at the default cost, which every open pays once.
     let t = Instant::now();
     KdfParams::default().derive(&Passphrase::new(b"bench".to_vec()), &[7; 16]);
-    println!("Argon2id at the default cost (64 MiB, t=3, p=1): {}", fmt(t.elapsed()));
+    let kdf = t.elapsed();
+    println!("Argon2id at the default cost (64 MiB, t=3, p=1): {}", fmt(kdf));
+    out.rec("argon2.default", 0, kdf.as_secs_f64() * 1e3, "ms", "Argon2id 64 MiB, t=3, p=1: what every unlock pays");
 
-    // `polykey get` wall time: the whole process, KDF included, on the largest node.
+    // `polykey get` wall time, not mounted: the whole process, KDF included, on the largest node.
     if quick {
         return;
     }
     let n = *sizes.iter().max().unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new().prefix("polykey-bench-").tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
     let path = dir.path().join("get.node");
     let pwfile = dir.path().join("pw");
     std::fs::write(&pwfile, b"bench\n").unwrap();
-    for (label, params) in [("default Argon2 cost", KdfParams::default()), ("cheap Argon2 cost (8 KiB, t=1)", FAST)] {
+    for (key, label, params) in [
+        ("cli.get_unmounted", "default Argon2 cost", KdfParams::default()),
+        ("cli.get_unmounted_cheapkdf", "cheap Argon2 cost (8 KiB, t=1)", FAST),
+    ] {
         let _ = std::fs::remove_file(&path);
         build(&path, &Passphrase::new(b"bench".to_vec()), params, n, SECRETS_PER_REPO);
         let runs: Vec<Duration> = (0..5)
@@ -135,6 +197,8 @@ fn main() {
                     .arg(&path)
                     .arg("--password-file")
                     .arg(&pwfile)
+                    .env("XDG_STATE_HOME", dir.path())
+                    .env("XDG_RUNTIME_DIR", dir.path())
                     .args(["get", "repo-00000/secret-00000"])
                     .output()
                     .unwrap();
@@ -142,6 +206,9 @@ fn main() {
                 t.elapsed()
             })
             .collect();
-        println!("polykey get, {n} secrets, {label}: {}", fmt(median(runs)));
+        let m = median(runs);
+        println!("polykey get, not mounted, {n} secrets, {label}: {}", fmt(m));
+        out.rec(key, n, m.as_secs_f64() * 1e3, "ms", &format!("polykey get on an unmounted node, {label}; median of 5"));
     }
+    out.write();
 }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Mount benchmark: release build of both binaries and the minimal FUSE example, then the
-# figures (Polykey mount vs tmpfs, a minimal FUSE fs and a plain fsync), one run, side by side.
+# Mount benchmark alone (scripts/bench/all.sh runs everything and prints the table): release
+# build of both binaries and the minimal FUSE example, then the figures (Polykey mount beside
+# tmpfs, a minimal FUSE fs, a plain fsync and gocryptfs when installed), one run, interleaved.
+# Sizes: POLYKEY_BENCH_SIZES (default 10,100,1000,10000); POLYKEY_BENCH_FULL=1 adds 100000.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/install-deps.sh
