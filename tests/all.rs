@@ -5,6 +5,7 @@ mod util;
 mod cli;
 mod corruption;
 mod editors;
+mod faultinjection;
 mod faults;
 mod import;
 mod mount;

@@ -236,6 +236,10 @@ pub fn parse(plaintext: &[u8]) -> Result<Vec<Record>, JournalError> {
             out.push(record.ok_or_else(|| err(&path, "not part of the journal vocabulary"))?);
         }
     }
+    // Seeking over a member whose data runs past the end leaves the cursor beyond it.
+    if cursor.position() > plaintext.len() as u64 {
+        return Err(err(b"", "unreadable tar stream"));
+    }
     if cursor.position() != plaintext.len() as u64 {
         return Err(err(b"", "an end-of-archive block inside a transaction"));
     }
