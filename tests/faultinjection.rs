@@ -803,7 +803,6 @@ fn every_fault_in_a_compaction_leaves_the_content() {
 /// cut short in order. The reader sees a bad frame header followed by a valid frame of the
 /// same epoch and takes it for damage in the middle of the log.
 #[test]
-#[ignore = "bug: a multi-frame save whose first frame is lost but whose last frame reached the disk (out-of-order writes at a power cut) opens as damage, not at the state before it"]
 fn a_multi_frame_save_whose_first_frame_is_lost_opens_at_the_old_state() {
     let before = small_node();
     let (mut node, disk) = open_on_disk(&before, &pass());

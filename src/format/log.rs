@@ -19,6 +19,9 @@ pub const FRAME_MAGIC: &[u8; 4] = b"PKFR";
 pub const FLAG_COMMIT: u8 = 1;
 /// The transaction replaces the whole state (a checkpoint).
 pub const FLAG_RESET: u8 = 2;
+/// The frame continues a transaction begun by an earlier frame. Readers use it only to tell a
+/// save cut short from damage (see `valid_frame_after`); older writers may not have set it.
+pub const FLAG_CONTINUES: u8 = 4;
 /// Largest plaintext the writer puts in one frame.
 pub const MAX_FRAME_PLAINTEXT: usize = 4 << 20;
 /// Largest ciphertext a reader accepts in one frame (bounds allocation on hostile input).
@@ -94,7 +97,11 @@ impl FrameHeader {
     /// `None` if the magic, checksum or reserved bits are wrong.
     fn decode(b: &[u8]) -> Option<FrameHeader> {
         let crc = u32::from_le_bytes(b[48..52].try_into().ok()?);
-        if &b[0..4] != FRAME_MAGIC || crc32fast::hash(&b[..48]) != crc || b[5..8] != [0; 3] || b[4] & !(FLAG_COMMIT | FLAG_RESET) != 0 {
+        if &b[0..4] != FRAME_MAGIC
+            || crc32fast::hash(&b[..48]) != crc
+            || b[5..8] != [0; 3]
+            || b[4] & !(FLAG_COMMIT | FLAG_RESET | FLAG_CONTINUES) != 0
+        {
             return None;
         }
         Some(FrameHeader {
@@ -113,17 +120,19 @@ fn aad(node_id: &[u8; 16], header: &[u8], offset: u64) -> Vec<u8> {
     [AAD_CONTEXT, node_id, &header[..48], &offset.to_le_bytes()].concat()
 }
 
-/// Whether a frame header of the current epoch with a sequence number of at least `seq`
-/// starts anywhere after `from`: then a failure at `from` is damage inside the log, not the
-/// end of a save that was cut short.
+/// Whether a frame header of the current epoch with a sequence number of at least `seq`,
+/// beginning a transaction, starts anywhere after `from`: then a failure at `from` is damage
+/// inside the log, not the end of a save that was cut short. (Later frames of the failing
+/// save itself prove nothing: a power cut can land a save's last frame but not its first.)
 fn valid_frame_after(file: &[u8], header: &Header, from: u64, seq: u64) -> bool {
     let start = from as usize + 1;
     if start >= file.len() {
         return false;
     }
-    file[start..]
-        .windows(FRAME_HEADER_BYTES)
-        .any(|w| w.starts_with(FRAME_MAGIC) && FrameHeader::decode(w).is_some_and(|fh| fh.epoch == header.epoch && fh.seq >= seq))
+    file[start..].windows(FRAME_HEADER_BYTES).any(|w| {
+        w.starts_with(FRAME_MAGIC)
+            && FrameHeader::decode(w).is_some_and(|fh| fh.epoch == header.epoch && fh.seq >= seq && fh.flags & FLAG_CONTINUES == 0)
+    })
 }
 
 /// Replays the log of `file`, calling `apply` with each committed transaction in order.
@@ -245,6 +254,9 @@ fn seal_frames(header: &Header, key: &Key, pos: Position, epoch: u32, plaintext:
         let mut flags = if i + 1 == chunks.len() { FLAG_COMMIT } else { 0 };
         if reset && i == 0 {
             flags |= FLAG_RESET;
+        }
+        if i > 0 {
+            flags |= FLAG_CONTINUES;
         }
         let fh = FrameHeader { flags, epoch, len: (chunk.len() + aead::TAG_BYTES) as u32, seq, nonce: aead::random_nonce()? };
         let hb = fh.encode();
