@@ -1127,6 +1127,12 @@ impl Vfs {
     /// Adds a name for a secret: `ln repos/R/S tags/T/NAME` tags it.
     pub fn link(&mut self, ino: Ino, newparent: Ino, newname: &[u8]) -> Result<Attr, FsError> {
         let n = name_of(NameKind::TagEntry, newname)?;
+        // A new file still in its grace period becomes a secret now: it is getting a tag.
+        if let (None, Some((dir, name))) = (self.file(ino)?.bound.clone(), self.file(ino)?.home.clone()) {
+            if !is_scratch_name(name.as_bytes()) {
+                self.promote(ino, dir, &name)?;
+            }
+        }
         let (r, s) = self.file(ino)?.bound.clone().ok_or(FsError::NotPermitted)?;
         let DirKind::Tag(t) = self.folder(newparent)? else { return Err(FsError::NotPermitted) };
         if self.entry(newparent, newname)?.is_some() {

@@ -905,12 +905,6 @@ fn daemon_killed_by_sigquit_leaves_no_core_dump() {
 }
 
 #[test]
-#[ignore = "bug: the daemon locks its memory only when RLIMIT_MEMLOCK is unlimited or at least 4 GiB \
-            (mountd/src/sys.rs harden), but a process with CAP_IPC_LOCK (root) may mlockall whatever \
-            that limit says. Here, root with CAP_IPC_LOCK and an 8 MiB limit it cannot raise (no \
-            CAP_SYS_RESOURCE, as in most containers), the daemon logs 'memory is not locked and may \
-            be swapped' and VmLck stays 0, although mlockall(MCL_CURRENT|MCL_FUTURE) succeeds for any \
-            root process there (checked with python ctypes: VmLck grows past the limit)"]
 fn daemon_memory_is_locked_where_permitted() {
     let Some(m) = Mounted::with(|n| {
         n.put(&repo("r"), &secret("s"), b"x").unwrap();

@@ -32,8 +32,8 @@ pub fn harden() -> Hardening {
         }
         libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim);
         // With MCL_FUTURE every later allocation must fit the limit, or it fails: lock only
-        // when the limit cannot starve the daemon.
-        if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < (4 << 30) {
+        // when the limit cannot starve the daemon, or when CAP_IPC_LOCK lifts the limit.
+        if lim.rlim_cur != libc::RLIM_INFINITY && lim.rlim_cur < (4 << 30) && !has_ipc_lock() {
             return Hardening {
                 memory_locked: false,
                 memory_note: Some(format!(
@@ -47,6 +47,16 @@ pub fn harden() -> Hardening {
         }
     }
     Hardening { memory_locked: true, memory_note: None }
+}
+
+/// Whether this process has CAP_IPC_LOCK in its effective set (then RLIMIT_MEMLOCK does not
+/// bound what it may lock).
+fn has_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| u64::from_str_radix(v.trim(), 16).unwrap_or(0))))
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
 }
 
 /// Starts a new session, detaching from the controlling terminal.

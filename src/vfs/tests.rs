@@ -214,3 +214,13 @@ fn an_open_reader_keeps_the_old_content_when_a_secret_is_replaced() {
     assert_eq!(f.vfs.read(tmp, 0, 100).unwrap(), b"new");
     f.vfs.release(old, fh).unwrap();
 }
+
+#[test]
+fn linking_a_new_file_in_its_grace_period_makes_it_a_tagged_secret() {
+    let mut f = fx();
+    let ino = f.write_new("repos/aws", "fresh", b"v");
+    let prod = f.dir("tags/prod");
+    f.vfs.link(ino, prod, b"fresh").unwrap();
+    assert_eq!(f.vfs.node().state().tags[&n("prod")][&n("fresh")], (n("aws"), n("fresh")));
+    assert_eq!(f.node_value("fresh").unwrap(), b"v");
+}
