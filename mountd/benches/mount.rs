@@ -503,6 +503,7 @@ fn main() {
         let pid = env.daemon_pid(&node);
         let rss_mounted = proc_status(pid, "VmRSS:");
         out.rec("rss.mounted", n, rss_mounted as f64, "KiB", "daemon VmRSS after mount");
+        out.rec("rss.peak_mount", n, proc_status(pid, "VmHWM:") as f64, "KiB", "daemon VmHWM right after mount (opening the node)");
 
         let secret = mnt.mnt.join("repos/repo-00000/secret-00000");
         report(&mut out, "read", "", n, &reads(&secret, &base, iters), "open+read+close, repeated");

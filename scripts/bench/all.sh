@@ -67,7 +67,7 @@ for tool in hyperfine gpg pass gopass gocryptfs; do
     fi
 done
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); node disk: $(findmnt -no FSTYPE -T target 2>/dev/null || echo '?')"
-echo "sizes: $sizes"
+echo "sizes: $sizes; commit: $(git describe --always --dirty 2>/dev/null || echo '?'); $(date -u '+%Y-%m-%d %H:%M UTC'); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo "== build (release)"
 cargo build --release --workspace --examples --quiet
