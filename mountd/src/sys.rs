@@ -42,7 +42,13 @@ pub fn harden() -> Hardening {
                 )),
             };
         }
-        if libc::mlockall(libc::MCL_CURRENT | libc::MCL_FUTURE) != 0 {
+        // MCL_ONFAULT: lock pages as they are touched, not every reserved buffer and stack up
+        // front (fuser reserves 16 MiB for requests); secrets live in touched pages anyway.
+        #[cfg(target_os = "linux")]
+        let flags = libc::MCL_CURRENT | libc::MCL_FUTURE | libc::MCL_ONFAULT;
+        #[cfg(not(target_os = "linux"))]
+        let flags = libc::MCL_CURRENT | libc::MCL_FUTURE;
+        if libc::mlockall(flags) != 0 {
             return Hardening { memory_locked: false, memory_note: Some(format!("mlockall failed: {}", io::Error::last_os_error())) };
         }
     }
