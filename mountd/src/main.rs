@@ -60,6 +60,38 @@ pub enum Event {
     Tick,
 }
 
+/// Periodic work, the same on every platform: grace-period commits and save retries (logged
+/// when they start and stop failing), remembering the node's position for rollback detection,
+/// and `--lock-after`. Returns whether saving is failing now.
+pub fn on_tick(
+    shared: &Shared,
+    recorded: &mut Option<(u32, u64)>,
+    failing: bool,
+    lock_after: Option<Duration>,
+    stopping: &mut bool,
+) -> bool {
+    let mut vfs = shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let r = vfs.tick();
+    // Remember how far the node has come, so an old copy put back is noticed.
+    if *recorded != Some(vfs.node().position()) && !vfs.has_unsaved() {
+        polykey::rollback::record(vfs.node());
+        *recorded = Some(vfs.node().position());
+    }
+    drop(vfs);
+    match (&r, failing) {
+        (Err(e), false) => log(&format!("saving failed, will retry: {e}")),
+        (Ok(()), true) => log("saving works again; everything is written"),
+        _ => {}
+    }
+    if let Some(limit) = lock_after {
+        if !*stopping && shared.idle() >= limit {
+            log("idle for the --lock-after duration: locking");
+            *stopping = true;
+        }
+    }
+    r.is_err()
+}
+
 /// Writes a line to the log (standard error; a file in the background). Never a secret.
 pub fn log(msg: &str) {
     let _ = writeln!(std::io::stderr(), "polykey-mountd[{}]: {msg}", std::process::id());
@@ -276,28 +308,7 @@ mod unix {
         let mut replies = Vec::new();
         for ev in events {
             match ev {
-                Event::Tick => {
-                    let mut vfs = shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    let r = vfs.tick();
-                    // Remember how far the node has come, so an old copy put back is noticed.
-                    if recorded != Some(vfs.node().position()) && !vfs.has_unsaved() {
-                        polykey::rollback::record(vfs.node());
-                        recorded = Some(vfs.node().position());
-                    }
-                    drop(vfs);
-                    match (&r, failing) {
-                        (Err(e), false) => log(&format!("saving failed, will retry: {e}")),
-                        (Ok(()), true) => log("saving works again; everything is written"),
-                        _ => {}
-                    }
-                    failing = r.is_err();
-                    if let Some(limit) = lock_after {
-                        if !stopping && shared.idle() >= limit {
-                            log("idle for the --lock-after duration: locking");
-                            stopping = true;
-                        }
-                    }
-                }
+                Event::Tick => failing = on_tick(shared, &mut recorded, failing, lock_after, &mut stopping),
                 Event::Signal(sig) => {
                     log(&format!("signal {sig}: writing out and unmounting"));
                     stopping = true;

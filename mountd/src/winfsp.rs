@@ -785,28 +785,7 @@ fn run(
     let mut recorded = None;
     for ev in events {
         match ev {
-            Event::Tick => {
-                let mut vfs = shared.vfs.lock().unwrap_or_else(PoisonError::into_inner);
-                let r = vfs.tick();
-                // Remember how far the node has come, so an old copy put back is noticed.
-                if recorded != Some(vfs.node().position()) && !vfs.has_unsaved() {
-                    polykey::rollback::record(vfs.node());
-                    recorded = Some(vfs.node().position());
-                }
-                drop(vfs);
-                match (&r, failing) {
-                    (Err(e), false) => log(&format!("saving failed, will retry: {e}")),
-                    (Ok(()), true) => log("saving works again; everything is written"),
-                    _ => {}
-                }
-                failing = r.is_err();
-                if let Some(limit) = lock_after {
-                    if !stopping && shared.idle() >= limit {
-                        log("idle for the --lock-after duration: locking");
-                        stopping = true;
-                    }
-                }
-            }
+            Event::Tick => failing = crate::on_tick(shared, &mut recorded, failing, lock_after, &mut stopping),
             Event::Signal(ctrl) => {
                 log(&format!("console event {ctrl}: writing out and unmounting"));
                 stopping = true;
