@@ -415,30 +415,31 @@ impl Vfs {
     }
 
     fn repo_dir_ino(&mut self, repo: &Name) -> Ino {
-        if let Some(i) = self.repo_dirs.get(repo) {
-            return *i;
-        }
-        let ino = self.alloc(Inode::Dir(Dir {
-            kind: DirKind::Repo(repo.clone()),
-            local: BTreeMap::new(),
-            detached: BTreeMap::new(),
-            mtime: self.started,
-        }));
-        self.repo_dirs.insert(repo.clone(), ino);
-        ino
+        self.folder_ino(DirKind::Repo(repo.clone()))
     }
 
     fn tag_dir_ino(&mut self, tag: &Name) -> Ino {
-        if let Some(i) = self.tag_dirs.get(tag) {
+        self.folder_ino(DirKind::Tag(tag.clone()))
+    }
+
+    /// The inode of a repository's or tag's folder, allocated on first use.
+    fn folder_ino(&mut self, kind: DirKind) -> Ino {
+        let (map, name) = match &kind {
+            DirKind::Repo(r) => (&self.repo_dirs, r),
+            DirKind::Tag(t) => (&self.tag_dirs, t),
+            _ => unreachable!("only repositories and tags have folders of their own"),
+        };
+        if let Some(i) = map.get(name) {
             return *i;
         }
-        let ino = self.alloc(Inode::Dir(Dir {
-            kind: DirKind::Tag(tag.clone()),
-            local: BTreeMap::new(),
-            detached: BTreeMap::new(),
-            mtime: self.started,
-        }));
-        self.tag_dirs.insert(tag.clone(), ino);
+        let name = name.clone();
+        let is_repo = matches!(kind, DirKind::Repo(_));
+        let ino = self.alloc(Inode::Dir(Dir { kind, local: BTreeMap::new(), detached: BTreeMap::new(), mtime: self.started }));
+        if is_repo {
+            self.repo_dirs.insert(name, ino)
+        } else {
+            self.tag_dirs.insert(name, ino)
+        };
         ino
     }
 
