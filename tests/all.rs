@@ -3,13 +3,16 @@
 mod util;
 
 mod cli;
+mod concurrency;
 mod corruption;
+mod crashstorm;
 mod editors;
 mod faultinjection;
 mod faults;
 mod import;
 mod mount;
 mod mounted;
+mod posix;
 mod rollback;
 mod roundtrip;
 mod secrecy;
