@@ -237,6 +237,8 @@ pub struct Vfs {
     /// Open file handles (one per open(2), shared by dup'd descriptors): the commit each has
     /// made so far, which its later commits replace (one logical save, one commit).
     handles: HashMap<Fh, Option<Oid>>,
+    /// The process that opened each handle, where the adapter knows it.
+    owners: HashMap<Fh, u32>,
     next_fh: Fh,
     /// The node has changes that could not be saved yet.
     unsaved: bool,
@@ -278,6 +280,7 @@ impl Vfs {
             uid,
             gid,
             handles: HashMap::new(),
+            owners: HashMap::new(),
             next_fh: 1,
             unsaved: false,
             invalidations: Vec::new(),
@@ -295,7 +298,7 @@ impl Vfs {
     /// still in its grace period, say); a failure to save that does not stop the read, so
     /// reads keep working while the node file cannot be written.
     pub fn read_node<T>(&mut self, f: impl FnOnce(&mut Node) -> crate::Result<T>) -> crate::Result<T> {
-        let _ = self.commit_all();
+        let _ = self.sweep(None, false);
         f(&mut self.node)
     }
 
@@ -304,7 +307,9 @@ impl Vfs {
     /// filesystem view brought in line. If the save fails, the change stays in the mount and
     /// is retried like any other, and the error says so.
     pub fn with_node<T>(&mut self, f: impl FnOnce(&mut Node) -> crate::Result<T>) -> crate::Result<T> {
-        let _ = self.commit_all(); // A failure here is a save failure, retried below and by tick.
+        // Files still open are mid-save: their commit comes at their own close. A failure here
+        // is a save failure, retried below and by tick.
+        let _ = self.sweep(None, false);
         let before = self.bound_state();
         let names_before = self.names();
         let out = f(&mut self.node)?;
@@ -497,6 +502,9 @@ impl Vfs {
 
     /// Resolves a name to an inode number (allocating inodes for folders and secrets).
     fn resolve(&mut self, parent: Ino, name: &[u8]) -> Result<Ino, FsError> {
+        if name.len() > crate::name::MAX_NAME_BYTES {
+            return Err(FsError::NameTooLong);
+        }
         let kind = self.dir(parent)?.kind.clone();
         match kind {
             DirKind::Root => match name {
@@ -625,9 +633,10 @@ impl Vfs {
             f.last_write = Instant::now();
             f.mtime = SystemTime::now();
             f.ctime = f.mtime;
-            if f.opens == 0 {
-                self.commit_file(ino, None)?;
-            }
+            // Not committed here even without an open handle: the kernel sends an O_TRUNC
+            // open's truncation as a SETATTR before the OPEN, and the save is the whole open.
+            // The next close commits it, or the grace-period timer if no open follows
+            // (truncate(2) by path).
         }
         if let Some(m) = set.mtime {
             match self.inodes.get_mut(&ino).ok_or(FsError::NotFound)? {
@@ -1008,10 +1017,31 @@ impl Vfs {
         }
     }
 
+    /// Records which process opened `fh` (see [`Vfs::flush_by`]).
+    pub fn set_owner(&mut self, fh: Fh, pid: u32) {
+        self.owners.insert(fh, pid);
+    }
+
+    /// A descriptor is being closed by process `pid`. Only a close by the process that opened
+    /// the file ends a save: a child that inherited the descriptor and closes it (every
+    /// fork+exec closes its close-on-exec copies) is not saving anything.
+    pub fn flush_by(&mut self, ino: Ino, fh: Fh, pid: u32) -> Result<(), FsError> {
+        match self.owners.get(&fh) {
+            Some(owner) if *owner != pid => {
+                if self.unsaved {
+                    self.save()?;
+                }
+                Ok(())
+            }
+            _ => self.flush(ino, fh),
+        }
+    }
+
     /// The last descriptor of an open is gone: the handle ends.
     pub fn release(&mut self, ino: Ino, fh: Fh) -> Result<(), FsError> {
         let r = self.commit_file(ino, Some(fh));
         self.handles.remove(&fh);
+        self.owners.remove(&fh);
         if let Ok(f) = self.file_mut(ino) {
             f.opens = f.opens.saturating_sub(1);
             if f.opens == 0 {
@@ -1369,15 +1399,17 @@ impl Vfs {
     /// Periodic work: ends expired detachments, names closed new files, commits files left
     /// open and dirty, and retries failed saves. Call about every quarter second.
     pub fn tick(&mut self) -> Result<(), FsError> {
-        self.sweep(Some(Instant::now()))
+        self.sweep(Some(Instant::now()), true)
     }
 
     /// Commits and saves everything now (before unmounting).
     pub fn commit_all(&mut self) -> Result<(), FsError> {
-        self.sweep(None)
+        self.sweep(None, true)
     }
 
-    fn sweep(&mut self, now: Option<Instant>) -> Result<(), FsError> {
+    /// Commits what is due (`now`) or everything (`None`); files still open are included only
+    /// with `open_files`.
+    fn sweep(&mut self, now: Option<Instant>, open_files: bool) -> Result<(), FsError> {
         let due = |t: Instant| now.is_none_or(|n| t <= n);
         let mut first_err = None;
         let mut note = |r: Result<(), FsError>| {
@@ -1392,11 +1424,11 @@ impl Vfs {
             match inode {
                 Inode::Dir(d) => detached.extend(d.detached.iter().filter(|(_, det)| due(det.deadline)).map(|(n, _)| (*ino, n.clone()))),
                 Inode::File(f) => {
-                    if f.bound.is_some() && f.dirty && due(f.last_write + GRACE) {
+                    if f.bound.is_some() && f.dirty && due(f.last_write + GRACE) && (open_files || f.opens == 0) {
                         commit.push(*ino);
                     }
                     if let (None, Some((dir, name))) = (&f.bound, &f.home) {
-                        let closed = f.closed_at.is_some_and(|c| due(c + GRACE)) || (now.is_none() && f.opens > 0);
+                        let closed = f.closed_at.is_some_and(|c| due(c + GRACE)) || (now.is_none() && open_files && f.opens > 0);
                         if closed && !is_scratch_name(name.as_bytes()) {
                             promote.push((*ino, *dir, name.clone()));
                         }

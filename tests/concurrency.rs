@@ -452,7 +452,6 @@ fn readers_and_writers_through_mount_and_cli_lose_nothing() {
 /// final commit at `close` can no longer replace it (`Node::put_amending` only replaces the
 /// head): the one save leaves two commits, one of them an empty secret.
 #[test]
-#[ignore = "bug: a CLI write during a mount save commits the half-done save (empty content) and splits the save into two commits"]
 fn a_cli_write_during_a_mount_save_splits_it() {
     let Some(m) = Mounted::with(|n| {
         n.put(&repo("alpha"), &secret("x"), b"old").unwrap();

@@ -425,7 +425,6 @@ fn kill_9_storm_keeps_every_fsynced_value_whole() {
 /// ENOTCONN, and the daemon's end of the fusermount socket (fd 4) closes before `/dev/fuse`
 /// (fd 5) as the process exits, so `fusermount3` can look before the connection is aborted.
 #[test]
-#[ignore = "bug: kill -9 of the daemon while programs use the mount can leave it hung (daemon thread in D state in fuse_reverse_inval_entry) or dead (fusermount3 exits without unmounting)"]
 fn kill_9_storm_never_leaves_a_mount_behind() {
     let Some(py) = python() else {
         eprintln!("SKIP: python3 is missing; the crash storm's writers are python3 scripts");

@@ -12,9 +12,9 @@ use std::path::Path;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, SystemTime};
 
-/// Attribute cache lifetime, and entry lifetime for folders. Whatever the core changes behind
-/// the kernel's back (tag entries hidden by an unlink, a CLI write through the daemon) is
-/// invalidated explicitly, so this only bounds the damage of a missed case.
+/// Attribute cache lifetime, and entry lifetime for folders. CLI commands through the daemon
+/// invalidate what they change; a link count changed behind the kernel's back (tag entries
+/// hidden by an unlink) may show for up to this long.
 const TTL: Duration = Duration::from_secs(1);
 /// Entry lifetime for files: zero. A file name's inode can be handed over (a rename over a
 /// secret moves the secret, and its tag entries, to the renamed inode); an invalidation sent
@@ -28,8 +28,8 @@ fn entry_ttl(a: &Attr) -> &'static Duration {
         &FILE_ENTRY_TTL
     }
 }
-/// Keep the page cache across opens: content changes the kernel did not make itself are
-/// invalidated explicitly (`inval_inode`).
+/// Keep the page cache across opens: content changes the kernel did not make itself (CLI
+/// commands through the daemon) are invalidated explicitly (`inval_inode`).
 const FOPEN_KEEP_CACHE: u32 = fuser::consts::FOPEN_KEEP_CACHE;
 /// No FLUSH on close (kernel 5.19+, ignored before): for read-only opens, which have nothing
 /// to commit, this saves a round trip per open/close.
@@ -38,23 +38,24 @@ const FOPEN_NOFLUSH: u32 = 1 << 5;
 /// The filesystem as fuser sees it.
 pub struct FuseFs {
     shared: Shared,
-    invalidate: Sender<Invalidation>,
     destroyed: Sender<()>,
 }
 
 impl FuseFs {
-    pub fn new(shared: Shared, invalidate: Sender<Invalidation>, destroyed: Sender<()>) -> Self {
-        FuseFs { shared, invalidate, destroyed }
+    pub fn new(shared: Shared, destroyed: Sender<()>) -> Self {
+        FuseFs { shared, destroyed }
     }
 
-    /// Runs `f` on the filesystem core, then queues the cache invalidations it produced.
+    /// Runs `f` on the filesystem core. Invalidations it asks for are dropped: file names have
+    /// a zero entry lifetime and content changes through the mount stay on the same inode, so
+    /// nothing a FUSE request does needs one; and sending one from the daemon can block it in
+    /// the kernel behind a lock held by a process waiting for this very daemon (after a kill -9,
+    /// that left the mount hung for good).
     fn with<T>(&self, f: impl FnOnce(&mut polykey::vfs::Vfs) -> T) -> T {
         self.shared.touch();
         let mut vfs = self.shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let out = f(&mut vfs);
-        for inv in vfs.take_invalidations() {
-            let _ = self.invalidate.send(inv);
-        }
+        vfs.take_invalidations();
         out
     }
 }
@@ -217,10 +218,11 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn open(&mut self, _req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+    fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
         let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
         let open_flags = if read_only { FOPEN_KEEP_CACHE | FOPEN_NOFLUSH } else { FOPEN_KEEP_CACHE };
-        match self.with(|v| v.open(ino, flags & libc::O_TRUNC != 0)) {
+        let pid = req.pid();
+        match self.with(|v| v.open(ino, flags & libc::O_TRUNC != 0).inspect(|fh| v.set_owner(*fh, pid))) {
             Ok(fh) => reply.opened(fh, open_flags),
             Err(e) => reply.error(errno(&e)),
         }
@@ -251,8 +253,9 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn flush(&mut self, _req: &Request<'_>, ino: u64, fh: u64, _lock_owner: u64, reply: ReplyEmpty) {
-        match self.with(|v| v.flush(ino, fh)) {
+    fn flush(&mut self, req: &Request<'_>, ino: u64, fh: u64, _lock_owner: u64, reply: ReplyEmpty) {
+        let pid = req.pid();
+        match self.with(|v| v.flush_by(ino, fh, pid)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
@@ -303,8 +306,9 @@ impl Filesystem for FuseFs {
         reply.statfs(s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize);
     }
 
-    fn create(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, _mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
-        match self.with(|v| v.create(parent, name.as_bytes())) {
+    fn create(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, _mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
+        let pid = req.pid();
+        match self.with(|v| v.create(parent, name.as_bytes()).inspect(|(_, fh)| v.set_owner(*fh, pid))) {
             Ok((a, fh)) => reply.created(entry_ttl(&a), &file_attr(&a), 0, fh, FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(&e)),
         }
@@ -317,14 +321,4 @@ pub fn notify(notifier: &fuser::Notifier, inv: &Invalidation) {
         Invalidation::Inode(ino) => notifier.inval_inode(*ino as Ino, 0, 0),
         Invalidation::Entry(parent, name) => notifier.inval_entry(*parent, OsStr::from_bytes(name)),
     };
-}
-
-/// Sends queued invalidations to the kernel from their own thread: sending one from inside a
-/// request handler can deadlock on the folder lock the kernel holds for that request.
-pub fn spawn_notifier(notifier: fuser::Notifier, rx: std::sync::mpsc::Receiver<Invalidation>) {
-    std::thread::spawn(move || {
-        for inv in rx {
-            notify(&notifier, &inv);
-        }
-    });
 }

@@ -214,10 +214,9 @@ mod unix {
             last_access_ms: AtomicU64::new(0),
         });
         let (events_tx, events) = mpsc::channel::<Event>();
-        let (inval_tx, inval_rx) = mpsc::channel();
         let (destroyed_tx, destroyed_rx) = mpsc::channel();
         let listener = server::bind(&node_path).map_err(|e| format!("cannot create the control socket: {e}"))?;
-        let fs = fuse::FuseFs::new(shared.clone(), inval_tx.clone(), destroyed_tx);
+        let fs = fuse::FuseFs::new(shared.clone(), destroyed_tx);
         let options = [
             fuser::MountOption::FSName("polykey".into()),
             fuser::MountOption::Subtype("polykey".into()),
@@ -231,7 +230,6 @@ mod unix {
         let session =
             fuser::Session::new(fs, &mountpoint, &options).map_err(|e| format!("cannot mount at {}: {e}", mountpoint.display()))?;
         let bg = session.spawn().map_err(|e| format!("cannot start the session: {e}"))?;
-        fuse::spawn_notifier(bg.notifier(), inval_rx);
         let record = MountRecord { pid: std::process::id(), node: node_path.clone(), mountpoint: mountpoint.clone() };
         record.write().map_err(|e| format!("cannot record the mount: {e}"))?;
         server::spawn(listener, shared.clone(), record.clone(), events_tx.clone(), bg.notifier());

@@ -189,7 +189,7 @@ fn links_renames_and_errors() {
     assert_eq!(f.vfs.mkdir(aws, b"sub").err(), Some(FsError::NotPermitted));
     assert_eq!(f.vfs.symlink(aws, b"link", b"x").err(), Some(FsError::NotPermitted));
     assert_eq!(f.vfs.create(ROOT_INO, b"x").err(), Some(FsError::NotPermitted));
-    assert_eq!(f.vfs.lookup(aws, &[b'a'; 256]).err(), Some(FsError::NotFound));
+    assert_eq!(f.vfs.lookup(aws, &[b'a'; 256]).err(), Some(FsError::NameTooLong));
     assert_eq!(f.vfs.create(aws, &[b'a'; 256]).err(), Some(FsError::NameTooLong));
     // A secret renamed over another: one commit, its tag entries follow.
     f.vfs.rename(aws, b"plain", aws, b"renamed", 0).unwrap();
