@@ -270,9 +270,15 @@ impl Storage for FaultyStorage {
 /// history; and the tags. Commit ids are left out, since they hold the time of the commit.
 #[derive(Clone, PartialEq, Eq)]
 struct Snapshot {
-    repos: BTreeMap<Vec<u8>, (BTreeMap<Vec<u8>, (String, bool)>, usize)>,
-    tags: BTreeMap<(Vec<u8>, Vec<u8>), (Vec<u8>, Vec<u8>)>,
+    repos: BTreeMap<Vec<u8>, RepoSnapshot>,
+    tags: BTreeMap<(Vec<u8>, Vec<u8>), TagTarget>,
 }
+
+/// A tag entry's target: (repository, secret).
+type TagTarget = (Vec<u8>, Vec<u8>);
+
+/// A repository's secrets (name to (blob id, blob present)) and its history's length.
+type RepoSnapshot = (BTreeMap<Vec<u8>, (String, bool)>, usize);
 
 impl Snapshot {
     fn of(node: &Node) -> Snapshot {

@@ -1525,7 +1525,7 @@ fn journal_vectors(out: &mut Out) {
         ("journal_other_branch", "a head for branch evil", T::Regular, b"repos/aws/.git/refs/heads/evil"),
     ] {
         let data: &[u8] = if kind == T::Regular { b"#!/bin/sh\n" } else { b"" };
-        hostile(name, &format!("{comment}"), file(kind, path, data), vocab(path));
+        hostile(name, comment, file(kind, path, data), vocab(path));
     }
 
     // Links, devices and other member types.
@@ -1880,6 +1880,7 @@ fn zlib(raw: &[u8]) -> Vec<u8> {
 /// A zlib stream that inflates to `header` followed by `zeros` zero bytes, built without
 /// holding them: the deflate blocks for 1 MiB of zeros after zeros are the same every time, so
 /// they are compressed once (with a sync flush after each MiB) and repeated.
+#[allow(clippy::big_endian_bytes)] // zlib's Adler-32 trailer is big-endian by definition.
 fn zlib_bomb(header: &[u8], zeros: usize) -> Vec<u8> {
     const MIB: usize = 1 << 20;
     assert!(zeros.is_multiple_of(MIB) && zeros >= 4 * MIB);
