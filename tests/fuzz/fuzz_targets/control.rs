@@ -55,7 +55,7 @@ fn recipe(u: &mut Unstructured<'_>) -> Result<()> {
             Ok(None)
         }
     };
-    let req = match u.int_in_range(0..=13)? {
+    let req = match u.int_in_range(0..=14)? {
         0 => Request::Ls(opt(u, Repo)?),
         1 => Request::Tags(opt(u, Tag)?),
         2 => Request::Put(name(u, Repo)?, name(u, Secret)?, Zeroizing::new(bytes(u, 300)?.to_vec())),
@@ -69,12 +69,17 @@ fn recipe(u: &mut Unstructured<'_>) -> Result<()> {
         10 => Request::Export,
         11 => Request::Passwd(Passphrase::new(bytes(u, 64)?.to_vec()), Passphrase::new(bytes(u, 64)?.to_vec())),
         12 => Request::Status,
+        13 => Request::Import(
+            (0..u.int_in_range(0..=3)?)
+                .map(|_| Ok((name(u, Repo)?, name(u, Secret)?, Zeroizing::new(bytes(u, 64)?.to_vec()))))
+                .collect::<Result<_>>()?,
+        ),
         _ => Request::Unmount,
     };
     let back = Request::decode(body(&req.encode())).expect("an encoded request decodes");
     assert_eq!(show_request(&back), show_request(&req));
     let n = u.int_in_range(0..=3)?;
-    let resp = match u.int_in_range(0..=6)? {
+    let resp = match u.int_in_range(0..=7)? {
         0 => Response::Done,
         1 => Response::Names((0..n).map(|_| name(u, TagEntry)).collect::<Result<_>>()?),
         2 => Response::Entries((0..n).map(|_| Ok((name(u, TagEntry)?, name(u, Repo)?, name(u, Secret)?))).collect::<Result<_>>()?),
@@ -88,6 +93,7 @@ fn recipe(u: &mut Unstructured<'_>) -> Result<()> {
                 })
                 .collect::<Result<_>>()?,
         ),
+        6 => Response::Count(u.arbitrary()?),
         5 => Response::Mounted(u.arbitrary()?, bytes(u, 64)?.to_vec(), bytes(u, 64)?.to_vec()),
         _ => Response::Failed(String::from_utf8_lossy(bytes(u, 64)?).into_owned(), u.arbitrary()?),
     };
