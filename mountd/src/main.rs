@@ -37,6 +37,11 @@ pub struct State {
 pub type Shared = std::sync::Arc<State>;
 
 impl State {
+    /// The shared state of a freshly opened node, owned by `uid`/`gid` in the mount.
+    pub fn shared(node: polykey::Node, uid: u32, gid: u32) -> Shared {
+        std::sync::Arc::new(State { vfs: Mutex::new(Vfs::new(node, uid, gid)), start: Instant::now(), last_access_ms: AtomicU64::new(0) })
+    }
+
     /// Records an access (for `--lock-after`).
     pub fn touch(&self) {
         self.last_access_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
@@ -92,12 +97,49 @@ pub fn on_tick(
     r.is_err()
 }
 
+/// Reads the passphrase from standard input (a pipe from `polykey mount`), opens the node for
+/// writing and checks it against rollback. Returns it, its canonical path, and a note for the
+/// log if its last save was cut short.
+pub fn open_node(args: &Args) -> Result<(polykey::Node, PathBuf, Option<String>), String> {
+    use std::io::Read;
+    let mut pass = zeroize::Zeroizing::new(Vec::new());
+    std::io::stdin().read_to_end(&mut pass).map_err(|e| format!("cannot read the passphrase: {e}"))?;
+    let pass = polykey::Passphrase::new(std::mem::take(&mut *pass));
+    let node_path = std::fs::canonicalize(&args.node).map_err(|e| format!("node {}: {e}", args.node.display()))?;
+    let node = polykey::Node::open(&node_path, &pass, polykey::Access::Write).map_err(|e| e.to_string())?;
+    drop(pass);
+    if args.accept_rollback {
+        polykey::rollback::accept(&node);
+    } else {
+        polykey::rollback::check(&node).map_err(|e| e.to_string())?;
+        polykey::rollback::record(&node);
+    }
+    let note = node
+        .discarded_tail()
+        .map(|(offset, what)| format!("the last save (from byte {offset}) was cut short or damaged ({what}) and is ignored"));
+    Ok((node, node_path, note))
+}
+
+/// Tells `polykey mount` how starting went (background mode), or the user (foreground).
+pub fn report(foreground: bool, line: &str) {
+    if foreground {
+        if let Some(msg) = line.strip_prefix("error: ") {
+            eprintln!("polykey: {msg}");
+        }
+    } else {
+        let mut out = std::io::stdout();
+        let _ = writeln!(out, "{line}");
+        let _ = out.flush();
+    }
+}
+
 /// Writes a line to the log (standard error; a file in the background). Never a secret.
 pub fn log(msg: &str) {
     let _ = writeln!(std::io::stderr(), "polykey-mountd[{}]: {msg}", std::process::id());
 }
 
-struct Args {
+/// The daemon's arguments (given by `polykey mount`).
+pub struct Args {
     node: PathBuf,
     mountpoint: PathBuf,
     foreground: bool,
@@ -145,22 +187,7 @@ fn main() -> ExitCode {
 mod unix {
     use super::*;
     use polykey::runtime::{self, MountRecord};
-    use polykey::{Access, Node, Passphrase};
-    use std::io::Read;
     use std::sync::mpsc;
-
-    /// Tells `polykey mount` how starting went (background mode), or the user (foreground).
-    fn report(foreground: bool, line: &str) {
-        if foreground {
-            if let Some(msg) = line.strip_prefix("error: ") {
-                eprintln!("polykey: {msg}");
-            }
-        } else {
-            let mut out = std::io::stdout();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        }
-    }
 
     pub fn main() -> ExitCode {
         let args = match parse_args() {
@@ -192,27 +219,9 @@ mod unix {
     }
 
     fn start(args: &Args, hardening: &sys::Hardening) -> Result<ExitCode, String> {
-        let mut pass = zeroize::Zeroizing::new(Vec::new());
-        std::io::stdin().read_to_end(&mut pass).map_err(|e| format!("cannot read the passphrase: {e}"))?;
-        let pass = Passphrase::new(std::mem::take(&mut *pass));
-        let node_path = std::fs::canonicalize(&args.node).map_err(|e| format!("node {}: {e}", args.node.display()))?;
         let mountpoint = std::fs::canonicalize(&args.mountpoint).map_err(|e| format!("mountpoint {}: {e}", args.mountpoint.display()))?;
-        let node = Node::open(&node_path, &pass, Access::Write).map_err(|e| e.to_string())?;
-        drop(pass);
-        if args.accept_rollback {
-            polykey::rollback::accept(&node);
-        } else {
-            polykey::rollback::check(&node).map_err(|e| e.to_string())?;
-            polykey::rollback::record(&node);
-        }
-        let opened_note = node
-            .discarded_tail()
-            .map(|(offset, what)| format!("the last save (from byte {offset}) was cut short or damaged ({what}) and is ignored"));
-        let shared: Shared = std::sync::Arc::new(State {
-            vfs: Mutex::new(Vfs::new(node, runtime::euid(), runtime::egid())),
-            start: Instant::now(),
-            last_access_ms: AtomicU64::new(0),
-        });
+        let (node, node_path, opened_note) = open_node(args)?;
+        let shared = State::shared(node, runtime::euid(), runtime::egid());
         let (events_tx, events) = mpsc::channel::<Event>();
         let (destroyed_tx, destroyed_rx) = mpsc::channel();
         let listener = server::bind(&node_path).map_err(|e| format!("cannot create the control socket: {e}"))?;

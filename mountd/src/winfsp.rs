@@ -55,16 +55,14 @@
 // descriptor, and copying it into WinFSP's untyped buffers. Nothing else here is unsafe.
 #![allow(unsafe_code)]
 
-use crate::{log, parse_args, Args, Event, Shared, State, TICK};
+use crate::{log, parse_args, report, Args, Event, Shared, State, TICK};
 use polykey::vfs::{Attr, Fh, FsError, Ino, Kind, SetAttr, Vfs, RENAME_NOREPLACE, ROOT_INO};
-use polykey::{Access, Node, Passphrase};
 use std::ffi::c_void;
-use std::io::{Read, Write};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use windows::core::{BOOL, HSTRING, PWSTR};
 use windows::Win32::Foundation::{
     CloseHandle, LocalFree, HANDLE, HLOCAL, NTSTATUS, STATUS_ACCESS_DENIED, STATUS_BUFFER_OVERFLOW, STATUS_DIRECTORY_NOT_EMPTY,
@@ -679,19 +677,6 @@ fn watch_console(events: Sender<Event>) {
     }
 }
 
-/// Tells `polykey mount` how starting went (background mode), or the user (foreground).
-fn report(foreground: bool, line: &str) {
-    if foreground {
-        if let Some(msg) = line.strip_prefix("error: ") {
-            eprintln!("polykey: {msg}");
-        }
-    } else {
-        let mut out = std::io::stdout();
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
-    }
-}
-
 /// Windows entry point: the Unix start-up (`main.rs`) as far as it applies here.
 pub fn main() -> ExitCode {
     let args = match parse_args() {
@@ -714,31 +699,16 @@ pub fn main() -> ExitCode {
 }
 
 fn start(args: &Args) -> Result<ExitCode, String> {
-    let mut pass = Zeroizing::new(Vec::new());
-    std::io::stdin().read_to_end(&mut pass).map_err(|e| format!("cannot read the passphrase: {e}"))?;
-    let pass = Passphrase::new(std::mem::take(&mut *pass));
-    let node_path = std::fs::canonicalize(&args.node).map_err(|e| format!("node {}: {e}", args.node.display()))?;
     // The mount point is not canonicalized: it is a drive letter (`X:`) or a folder that must
     // not exist yet (WinFSP creates it).
     let mountpoint = args.mountpoint.clone();
     // Loads WinFSP's DLL (delay-loaded; found through the registry with the `system` feature).
     winfsp::winfsp_init().map_err(|e| format!("cannot load WinFSP (is it installed?): {e:?}"))?;
     let security = owner_only_descriptor()?;
-    let node = Node::open(&node_path, &pass, Access::Write).map_err(|e| e.to_string())?;
-    drop(pass);
-    if args.accept_rollback {
-        polykey::rollback::accept(&node);
-    } else {
-        polykey::rollback::check(&node).map_err(|e| e.to_string())?;
-        polykey::rollback::record(&node);
-    }
-    let opened_note = node
-        .discarded_tail()
-        .map(|(offset, what)| format!("the last save (from byte {offset}) was cut short or damaged ({what}) and is ignored"));
+    let (node, node_path, opened_note) = crate::open_node(args)?;
     // Owner and group are the security descriptor's business on Windows; the core's numbers
     // only show through FUSE.
-    let shared: Shared =
-        Arc::new(State { vfs: Mutex::new(Vfs::new(node, 0, 0)), start: Instant::now(), last_access_ms: AtomicU64::new(0) });
+    let shared = State::shared(node, 0, 0);
     let (events_tx, events) = mpsc::channel::<Event>();
     watch_console(events_tx.clone());
     let open_files = Arc::new(AtomicUsize::new(0));
