@@ -758,7 +758,6 @@ impl Vfs {
         if self.secrets.get(&key) == Some(&ino) {
             self.secrets.remove(&key);
         }
-        self.invalidations.push(Invalidation::Inode(ino));
         Ok(())
     }
 
@@ -771,16 +770,9 @@ impl Vfs {
             }
         }
         self.file_mut(ino)?.bound = Some(key.clone());
+        // Its tag entries now lead to this inode: file names have a zero entry lifetime in the
+        // kernel, so every path finds it at its next lookup.
         self.secrets.insert(key, ino);
-        // Tag entries of the secret now lead to another inode.
-        for (t, e) in self.node.state().links_to(repo, secret) {
-            if let Some(d) = self.tag_dirs.get(&t) {
-                self.invalidations.push(Invalidation::Entry(*d, e.as_bytes().to_vec()));
-            }
-        }
-        if let Some(d) = self.repo_dirs.get(repo) {
-            self.invalidations.push(Invalidation::Entry(*d, secret.as_bytes().to_vec()));
-        }
         Ok(())
     }
 
@@ -847,19 +839,9 @@ impl Vfs {
                 if let Some(ino) = self.secrets.get(&(repo.clone(), secret.clone())).copied() {
                     self.unbind(ino)?;
                 }
-                for (t, e) in self.node.state().links_to(repo, secret) {
-                    if let Some(d) = self.tag_dirs.get(&t) {
-                        self.invalidations.push(Invalidation::Entry(*d, e.as_bytes().to_vec()));
-                    }
-                }
                 self.node.remove(repo, secret).map_err(core_err)
             }
-            DirKind::Tag(t) => {
-                if let Some(ino) = self.secrets.get(&(repo.clone(), secret.clone())) {
-                    self.invalidations.push(Invalidation::Inode(*ino));
-                }
-                self.node.untag(&t, name, false).map_err(core_err)
-            }
+            DirKind::Tag(t) => self.node.untag(&t, name, false).map_err(core_err),
             _ => Err(FsError::NotPermitted),
         }
     }
@@ -1137,18 +1119,10 @@ impl Vfs {
                     f.closed_at = None;
                 }
             }
-            Entry::Bound(r, s) => {
+            Entry::Bound(..) => {
                 // Hidden now, removed when the grace period ends, unless a new file takes its
                 // place first (mv from another filesystem: unlink, then create).
                 self.dir_mut(parent)?.detached.insert(n, Detached { holder: None, deadline: Instant::now() + GRACE });
-                if let Some(ino) = self.secrets.get(&(r.clone(), s.clone())) {
-                    self.invalidations.push(Invalidation::Inode(*ino));
-                }
-                for (t, e) in self.node.state().links_to(&r, &s) {
-                    if let Some(d) = self.tag_dirs.get(&t) {
-                        self.invalidations.push(Invalidation::Entry(*d, e.as_bytes().to_vec()));
-                    }
-                }
             }
         }
         self.touch_dir(parent);
@@ -1172,7 +1146,6 @@ impl Vfs {
         self.node.tag(&t, &n, &r, &s).map_err(core_err)?;
         self.save()?;
         self.touch_dir(newparent);
-        self.invalidations.push(Invalidation::Inode(ino));
         self.getattr(ino)
     }
 
@@ -1336,7 +1309,6 @@ impl Vfs {
             let d = self.dir_mut(parent)?;
             d.local.insert(b.clone(), ino);
             d.detached.insert(a.clone(), Detached { holder: Some(ino), deadline: Instant::now() + GRACE });
-            self.invalidations.push(Invalidation::Inode(ino));
             return Ok(());
         }
         match (pk, npk) {
@@ -1355,7 +1327,6 @@ impl Vfs {
                 if let Some(ino) = self.secrets.remove(&(r1.clone(), a.clone())) {
                     self.file_mut(ino)?.bound = Some((r1.clone(), b.clone()));
                     self.secrets.insert((r1.clone(), b.clone()), ino);
-                    self.invalidations.push(Invalidation::Inode(ino));
                 }
                 self.save()
             }
@@ -1368,9 +1339,6 @@ impl Vfs {
                 self.dir_mut(newparent)?.detached.remove(b);
                 self.node.untag(&t1, a, false).map_err(core_err)?;
                 self.node.tag(&t2, b, &r, &s).map_err(core_err)?;
-                if let Some(i) = self.secrets.get(&(r, s)) {
-                    self.invalidations.push(Invalidation::Inode(*i));
-                }
                 self.save()
             }
             _ => Err(FsError::CrossDevice),
