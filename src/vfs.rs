@@ -19,8 +19,9 @@
 //! node to be current.
 //!
 //! Each logical save (one open of a file, from open to last release) is one commit: changes are
-//! committed and saved (fsync'd) at every `close` (so a failure reaches `close` as EIO), at
-//! `fsync`, and [`GRACE`] after the last write of a file left open; while the file stays open,
+//! committed and saved (fsync'd) at every `close` by the opening process (so a failure reaches
+//! `close` as EIO; see [`Vfs::flush_by`]), at `fsync`, and [`GRACE`] after the last write of a
+//! file left open (or of a truncation with no open handle); while the file stays open,
 //! each commit replaces the previous one of the same open (shells dup and close descriptors of
 //! one open file, so `echo x > f` closes twice). Replaced commits become unreachable and are
 //! dropped at the next compaction.
