@@ -282,13 +282,7 @@ impl Node {
     /// Stores `data` as `repo/secret`, creating the repository if needed. Returns whether a
     /// commit was made (storing identical bytes again makes none).
     pub fn put(&mut self, repo: &Name, secret: &Name, data: &[u8]) -> Result<bool> {
-        if data.len() > git::MAX_OBJECT_BYTES {
-            return Err(Error::TooLarge {
-                what: format!("secret {repo}/{secret}"),
-                size: data.len() as u64,
-                limit: git::MAX_OBJECT_BYTES as u64,
-            });
-        }
+        check_size(repo, secret, data)?;
         if !self.state.repos.contains_key(repo) {
             self.record(Record::Repo(repo.clone()))?;
         }
@@ -315,13 +309,7 @@ impl Node {
         let Some(replaced) = replaces.filter(|c| Some(*c) == head) else {
             return Ok(if self.put(repo, secret, data)? { self.repo(repo)?.head() } else { None });
         };
-        if data.len() > git::MAX_OBJECT_BYTES {
-            return Err(Error::TooLarge {
-                what: format!("secret {repo}/{secret}"),
-                size: data.len() as u64,
-                limit: git::MAX_OBJECT_BYTES as u64,
-            });
-        }
+        check_size(repo, secret, data)?;
         let r = self.repo(repo)?;
         let c = r.commit(replaced).map_err(|e| self.corrupt(e))?;
         let parent = c.parents.first().copied();
@@ -350,8 +338,8 @@ impl Node {
     /// Stores many secrets in `repo` in one commit (bulk import), creating the repository if
     /// needed. Secrets whose bytes are unchanged are skipped; returns how many changed.
     pub fn put_many(&mut self, repo: &Name, items: &[(Name, &[u8])]) -> Result<usize> {
-        if let Some((s, d)) = items.iter().find(|(_, d)| d.len() > git::MAX_OBJECT_BYTES) {
-            return Err(Error::TooLarge { what: format!("secret {repo}/{s}"), size: d.len() as u64, limit: git::MAX_OBJECT_BYTES as u64 });
+        for (secret, data) in items {
+            check_size(repo, secret, data)?;
         }
         if !self.state.repos.contains_key(repo) {
             self.record(Record::Repo(repo.clone()))?;
@@ -678,6 +666,18 @@ impl Node {
     pub fn header_degraded(&self) -> bool {
         self.header_degraded
     }
+}
+
+/// Refuses a secret larger than a git object may be.
+fn check_size(repo: &Name, secret: &Name, data: &[u8]) -> Result<()> {
+    if data.len() > git::MAX_OBJECT_BYTES {
+        return Err(Error::TooLarge {
+            what: format!("secret {repo}/{secret}"),
+            size: data.len() as u64,
+            limit: git::MAX_OBJECT_BYTES as u64,
+        });
+    }
+    Ok(())
 }
 
 /// Whether a write error means the file's device went away (so reopening may help).
