@@ -34,24 +34,7 @@ use std::time::Duration;
 
 /// Cases that fail on purpose or because of a known bug, each with its reason. A case listed
 /// here may fail without failing the test; every other case must pass.
-const KNOWN_DIFFERENCES: &[(&str, &str)] = &[
-    (
-        "stat.dir_nlink_counts_subfolders",
-        "folders always report nlink 2 (a common FUSE simplification); find and fts use d_type instead",
-    ),
-    (
-        "name.256_bytes_lookup",
-        "bug: looking up a name longer than 255 bytes answers ENOENT instead of ENAMETOOLONG (Vfs::entry and Vfs::resolve turn a name Name::new rejects into \"not found\"; only create, mkdir, link and rename check the length)",
-    ),
-    (
-        "rename.noreplace_new_name",
-        "bug: renameat2(RENAME_NOREPLACE) to a free name fails with EINVAL: mountd builds fuser 0.16 with default-features = false (no abi-7-23), so FUSE_RENAME2 is answered ENOSYS and the kernel turns every flagged rename into EINVAL; Vfs::rename's RENAME_NOREPLACE support is never reached (the EEXIST case passes only because the kernel checks an existing target itself)",
-    ),
-    (
-        "unlink_open.tagged_fstat_nlink_0",
-        "bug: after `unlink repos/R/S` of a tagged secret, fstat on an open descriptor reports nlink = number of tag entries, though those entries are gone too (Vfs::secret_nlink counts tag entries hidden by the pending removal)",
-    ),
-];
+const KNOWN_DIFFERENCES: &[(&str, &str)] = &[];
 
 /// Seeded secrets of repository `p`: (name, content, tags that link it under the same name).
 const SEEDS: &[(&str, &[u8], &[&str])] = &[

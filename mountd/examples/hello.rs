@@ -4,7 +4,10 @@
 //!
 //! Usage: hello MOUNTPOINT (unmount with fusermount3 -u).
 
-use fuser::{FileAttr, FileType, Filesystem, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, Request};
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, Generation, INodeNo, LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEntry, Request,
+};
 use std::ffi::OsStr;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -14,7 +17,7 @@ const TEXT: &[u8] = b"Hello World!\n";
 fn attr(ino: u64) -> FileAttr {
     let (kind, perm, size) = if ino == 1 { (FileType::Directory, 0o755, 0) } else { (FileType::RegularFile, 0o644, TEXT.len() as u64) };
     FileAttr {
-        ino,
+        ino: INodeNo(ino),
         size,
         blocks: 1,
         atime: UNIX_EPOCH,
@@ -35,29 +38,39 @@ fn attr(ino: u64) -> FileAttr {
 struct Hello;
 
 impl Filesystem for Hello {
-    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        if parent == 1 && name == "hello.txt" {
-            reply.entry(&TTL, &attr(2), 0);
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if parent.0 == 1 && name == "hello.txt" {
+            reply.entry(&TTL, &attr(2), Generation(0));
         } else {
-            reply.error(libc::ENOENT);
+            reply.error(Errno::ENOENT);
         }
     }
-    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
-        match ino {
-            1 | 2 => reply.attr(&TTL, &attr(ino)),
-            _ => reply.error(libc::ENOENT),
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match ino.0 {
+            1 | 2 => reply.attr(&TTL, &attr(ino.0)),
+            _ => reply.error(Errno::ENOENT),
         }
     }
-    fn read(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, _size: u32, _flags: i32, _lock: Option<u64>, reply: ReplyData) {
-        if ino == 2 {
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        _size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        if ino.0 == 2 {
             reply.data(&TEXT[(offset as usize).min(TEXT.len())..]);
         } else {
-            reply.error(libc::ENOENT);
+            reply.error(Errno::ENOENT);
         }
     }
-    fn readdir(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, mut reply: ReplyDirectory) {
-        if ino != 1 {
-            return reply.error(libc::ENOENT);
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        if ino.0 != 1 {
+            return reply.error(Errno::ENOENT);
         }
         for (i, (ino, kind, name)) in
             [(1, FileType::Directory, "."), (1, FileType::Directory, ".."), (2, FileType::RegularFile, "hello.txt")]
@@ -65,7 +78,7 @@ impl Filesystem for Hello {
                 .enumerate()
                 .skip(offset as usize)
         {
-            if reply.add(ino, (i + 1) as i64, kind, name) {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
                 break;
             }
         }
@@ -75,6 +88,8 @@ impl Filesystem for Hello {
 
 fn main() {
     let mountpoint = std::env::args_os().nth(1).expect("usage: hello MOUNTPOINT");
-    let options = [fuser::MountOption::RO, fuser::MountOption::FSName("hello".into()), fuser::MountOption::AutoUnmount];
-    fuser::mount2(Hello, mountpoint, &options).expect("mount");
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![fuser::MountOption::RO, fuser::MountOption::FSName("hello".into()), fuser::MountOption::AutoUnmount];
+    config.acl = fuser::SessionACL::RootAndOwner;
+    fuser::mount(Hello, mountpoint, &config).expect("mount");
 }

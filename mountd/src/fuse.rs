@@ -2,8 +2,8 @@
 
 use crate::Shared;
 use fuser::{
-    FileAttr, FileType, Filesystem, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyWrite, Request, TimeOrNow,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, Request, TimeOrNow, WriteFlags,
 };
 use polykey::vfs::{Attr, FsError, Ino, Invalidation, Kind, SetAttr};
 use std::ffi::OsStr;
@@ -12,13 +12,15 @@ use std::path::Path;
 use std::sync::mpsc::Sender;
 use std::time::{Duration, SystemTime};
 
-/// Attribute cache lifetime, and entry lifetime for folders. CLI commands through the daemon
-/// invalidate what they change; a link count changed behind the kernel's back (tag entries
-/// hidden by an unlink) may show for up to this long.
+/// Attribute cache lifetime (files and folders), and entry lifetime for folders. CLI commands
+/// through the daemon invalidate what they change; a link count changed behind the kernel's
+/// back (tag entries hidden by an unlink) may show for up to this long.
 const TTL: Duration = Duration::from_secs(1);
 /// Entry lifetime for files: zero. A file name's inode can be handed over (a rename over a
 /// secret moves the secret, and its tag entries, to the renamed inode); an invalidation sent
 /// after the reply could lose the race with the next open, so file names are looked up afresh.
+/// Their attributes still live [`TTL`]: the answer to a LOOKUP is fresh, and without it the
+/// kernel would follow every LOOKUP with a GETATTR for its permission check.
 const FILE_ENTRY_TTL: Duration = Duration::ZERO;
 
 fn entry_ttl(a: &Attr) -> &'static Duration {
@@ -28,12 +30,18 @@ fn entry_ttl(a: &Attr) -> &'static Duration {
         &FILE_ENTRY_TTL
     }
 }
+
+/// Replies with an entry: attributes for [`TTL`], the name for [`entry_ttl`].
+fn reply_entry(reply: ReplyEntry, a: &Attr) {
+    reply.entry_with_ttls(&TTL, entry_ttl(a), &file_attr(a), Generation(0));
+}
+
 /// Keep the page cache across opens: content changes the kernel did not make itself (CLI
 /// commands through the daemon) are invalidated explicitly (`inval_inode`).
-const FOPEN_KEEP_CACHE: u32 = fuser::consts::FOPEN_KEEP_CACHE;
+const FOPEN_KEEP_CACHE: FopenFlags = FopenFlags::FOPEN_KEEP_CACHE;
 /// No FLUSH on close (kernel 5.19+, ignored before): for read-only opens, which have nothing
 /// to commit, this saves a round trip per open/close.
-const FOPEN_NOFLUSH: u32 = 1 << 5;
+const FOPEN_NOFLUSH: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
 
 /// The filesystem as fuser sees it.
 pub struct FuseFs {
@@ -61,8 +69,8 @@ impl FuseFs {
 }
 
 /// The errno for each core error kind.
-pub fn errno(e: &FsError) -> i32 {
-    match e {
+pub fn errno(e: &FsError) -> Errno {
+    Errno::from_i32(match e {
         FsError::NotFound => libc::ENOENT,
         FsError::Exists => libc::EEXIST,
         FsError::NotEmpty => libc::ENOTEMPTY,
@@ -77,12 +85,12 @@ pub fn errno(e: &FsError) -> i32 {
             crate::log(&format!("I/O error: {msg}"));
             libc::EIO
         }
-    }
+    })
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
-        ino: a.ino,
+        ino: INodeNo(a.ino),
         size: a.size,
         blocks: a.size.div_ceil(512),
         atime: a.mtime,
@@ -112,9 +120,9 @@ fn time(t: TimeOrNow) -> SystemTime {
 }
 
 impl Filesystem for FuseFs {
-    fn init(&mut self, _req: &Request<'_>, config: &mut fuser::KernelConfig) -> Result<(), libc::c_int> {
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
         // O_TRUNC then arrives with open, so truncate-and-write is one logical save.
-        let _ = config.add_capabilities(fuser::consts::FUSE_ATOMIC_O_TRUNC);
+        let _ = config.add_capabilities(fuser::InitFlags::FUSE_ATOMIC_O_TRUNC);
         Ok(())
     }
 
@@ -122,28 +130,28 @@ impl Filesystem for FuseFs {
         let _ = self.destroyed.send(());
     }
 
-    fn lookup(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        match self.with(|v| v.lookup(parent, name.as_bytes())) {
-            Ok(a) => reply.entry(entry_ttl(&a), &file_attr(&a), 0),
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.with(|v| v.lookup(parent.0, name.as_bytes())) {
+            Ok(a) => reply_entry(reply, &a),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn forget(&mut self, _req: &Request<'_>, ino: u64, _nlookup: u64) {
-        self.with(|v| v.forget(ino));
+    fn forget(&self, _req: &Request, ino: INodeNo, _nlookup: u64) {
+        self.with(|v| v.forget(ino.0));
     }
 
-    fn getattr(&mut self, _req: &Request<'_>, ino: u64, _fh: Option<u64>, reply: ReplyAttr) {
-        match self.with(|v| v.getattr(ino)) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.with(|v| v.getattr(ino.0)) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn setattr(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
+        &self,
+        _req: &Request,
+        ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
         gid: Option<u32>,
@@ -151,165 +159,194 @@ impl Filesystem for FuseFs {
         _atime: Option<TimeOrNow>,
         mtime: Option<TimeOrNow>,
         _ctime: Option<SystemTime>,
-        _fh: Option<u64>,
+        _fh: Option<FileHandle>,
         _crtime: Option<SystemTime>,
         _chgtime: Option<SystemTime>,
         _bkuptime: Option<SystemTime>,
-        _flags: Option<u32>,
+        _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
         let set = SetAttr { size, mtime: mtime.map(time), mode, uid, gid };
-        match self.with(|v| v.setattr(ino, set)) {
+        match self.with(|v| v.setattr(ino.0, set)) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn readlink(&mut self, _req: &Request<'_>, ino: u64, reply: ReplyData) {
-        match self.with(|v| v.readlink(ino)) {
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.with(|v| v.readlink(ino.0)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn mknod(&mut self, _req: &Request<'_>, _parent: u64, _name: &OsStr, _mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
-        reply.error(libc::EPERM);
+    fn mknod(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
+        reply.error(Errno::EPERM);
     }
 
-    fn mkdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
-        match self.with(|v| v.mkdir(parent, name.as_bytes())) {
-            Ok(a) => reply.entry(entry_ttl(&a), &file_attr(&a), 0),
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        match self.with(|v| v.mkdir(parent.0, name.as_bytes())) {
+            Ok(a) => reply_entry(reply, &a),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn unlink(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        match self.with(|v| v.unlink(parent, name.as_bytes())) {
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.with(|v| v.unlink(parent.0, name.as_bytes())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn rmdir(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        match self.with(|v| v.rmdir(parent, name.as_bytes())) {
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.with(|v| v.rmdir(parent.0, name.as_bytes())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn symlink(&mut self, _req: &Request<'_>, parent: u64, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        match self.with(|v| v.symlink(parent, link_name.as_bytes(), target.as_os_str().as_bytes())) {
-            Ok(a) => reply.entry(entry_ttl(&a), &file_attr(&a), 0),
+    fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        match self.with(|v| v.symlink(parent.0, link_name.as_bytes(), target.as_os_str().as_bytes())) {
+            Ok(a) => reply_entry(reply, &a),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn rename(&mut self, _req: &Request<'_>, parent: u64, name: &OsStr, newparent: u64, newname: &OsStr, flags: u32, reply: ReplyEmpty) {
-        match self.with(|v| v.rename(parent, name.as_bytes(), newparent, newname.as_bytes(), flags)) {
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self.with(|v| v.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), flags.bits())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn link(&mut self, _req: &Request<'_>, ino: u64, newparent: u64, newname: &OsStr, reply: ReplyEntry) {
-        match self.with(|v| v.link(ino, newparent, newname.as_bytes())) {
-            Ok(a) => reply.entry(entry_ttl(&a), &file_attr(&a), 0),
+    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        match self.with(|v| v.link(ino.0, newparent.0, newname.as_bytes())) {
+            Ok(a) => reply_entry(reply, &a),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let flags = flags.0;
         let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
         let open_flags = if read_only { FOPEN_KEEP_CACHE | FOPEN_NOFLUSH } else { FOPEN_KEEP_CACHE };
         let pid = req.pid();
-        match self.with(|v| v.open(ino, flags & libc::O_TRUNC != 0).inspect(|fh| v.set_owner(*fh, pid))) {
-            Ok(fh) => reply.opened(fh, open_flags),
+        match self.with(|v| v.open(ino.0, flags & libc::O_TRUNC != 0).inspect(|fh| v.set_owner(*fh, pid))) {
+            Ok(fh) => reply.opened(FileHandle(fh), open_flags),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn read(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, size: u32, _flags: i32, _lock: Option<u64>, reply: ReplyData) {
-        match self.with(|v| v.read(ino, offset.max(0) as u64, size)) {
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.with(|v| v.read(ino.0, offset, size)) {
             Ok(d) => reply.data(&zeroize::Zeroizing::new(d)),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn write(
-        &mut self,
-        _req: &Request<'_>,
-        ino: u64,
-        _fh: u64,
-        offset: i64,
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
         data: &[u8],
-        _wf: u32,
-        _flags: i32,
-        _lock: Option<u64>,
+        _wf: WriteFlags,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.with(|v| v.write(ino, offset.max(0) as u64, data)) {
+        match self.with(|v| v.write(ino.0, offset, data)) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn flush(&mut self, req: &Request<'_>, ino: u64, fh: u64, _lock_owner: u64, reply: ReplyEmpty) {
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         let pid = req.pid();
-        match self.with(|v| v.flush_by(ino, fh, pid)) {
+        match self.with(|v| v.flush_by(ino.0, fh.0, pid)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn release(&mut self, _req: &Request<'_>, ino: u64, fh: u64, _flags: i32, _lock: Option<u64>, _flush: bool, reply: ReplyEmpty) {
-        match self.with(|v| v.release(ino, fh)) {
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        match self.with(|v| v.release(ino.0, fh.0)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn fsync(&mut self, _req: &Request<'_>, ino: u64, fh: u64, _datasync: bool, reply: ReplyEmpty) {
-        match self.with(|v| v.fsync(ino, Some(fh))) {
+    fn fsync(&self, _req: &Request, ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.with(|v| v.fsync(ino.0, Some(fh.0))) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn readdir(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, offset: i64, mut reply: ReplyDirectory) {
-        let entries = match self.with(|v| v.readdir(ino)) {
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let entries = match self.with(|v| v.readdir(ino.0)) {
             Ok(e) => e,
             Err(e) => return reply.error(errno(&e)),
         };
-        let dots = [(ino, Kind::Dir, b".".to_vec()), (ino, Kind::Dir, b"..".to_vec())];
-        for (i, (ino, kind, name)) in dots.into_iter().chain(entries).enumerate().skip(offset.max(0) as usize) {
+        let dots = [(ino.0, Kind::Dir, b".".to_vec()), (ino.0, Kind::Dir, b"..".to_vec())];
+        for (i, (ino, kind, name)) in dots.into_iter().chain(entries).enumerate().skip(offset as usize) {
             let kind = match kind {
                 Kind::Dir => FileType::Directory,
                 Kind::File => FileType::RegularFile,
                 Kind::Symlink => FileType::Symlink,
             };
-            if reply.add(ino, (i + 1) as i64, kind, OsStr::from_bytes(&name)) {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, OsStr::from_bytes(&name)) {
                 break;
             }
         }
         reply.ok();
     }
 
-    fn fsyncdir(&mut self, _req: &Request<'_>, ino: u64, _fh: u64, _datasync: bool, reply: ReplyEmpty) {
-        match self.with(|v| v.fsync(ino, None)) {
+    fn fsyncdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.with(|v| v.fsync(ino.0, None)) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn statfs(&mut self, _req: &Request<'_>, _ino: u64, reply: ReplyStatfs) {
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         let s = self.with(|v| v.statfs());
         reply.statfs(s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize);
     }
 
-    fn create(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, _mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
+    fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
         let pid = req.pid();
-        match self.with(|v| v.create(parent, name.as_bytes()).inspect(|(_, fh)| v.set_owner(*fh, pid))) {
-            Ok((a, fh)) => reply.created(entry_ttl(&a), &file_attr(&a), 0, fh, FOPEN_KEEP_CACHE),
+        match self.with(|v| v.create(parent.0, name.as_bytes()).inspect(|(_, fh)| v.set_owner(*fh, pid))) {
+            Ok((a, fh)) => reply.created(entry_ttl(&a), &file_attr(&a), Generation(0), FileHandle(fh), FOPEN_KEEP_CACHE),
             Err(e) => reply.error(errno(&e)),
         }
     }
@@ -318,7 +355,7 @@ impl Filesystem for FuseFs {
 /// Tells the kernel to drop one cache entry (ENOENT: it had nothing cached, fine).
 pub fn notify(notifier: &fuser::Notifier, inv: &Invalidation) {
     let _ = match inv {
-        Invalidation::Inode(ino) => notifier.inval_inode(*ino as Ino, 0, 0),
-        Invalidation::Entry(parent, name) => notifier.inval_entry(*parent, OsStr::from_bytes(name)),
+        Invalidation::Inode(ino) => notifier.inval_inode(INodeNo(*ino as Ino), 0, 0),
+        Invalidation::Entry(parent, name) => notifier.inval_entry(INodeNo(*parent), OsStr::from_bytes(name)),
     };
 }

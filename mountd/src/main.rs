@@ -226,7 +226,12 @@ mod unix {
         let (destroyed_tx, destroyed_rx) = mpsc::channel();
         let listener = server::bind(&node_path).map_err(|e| format!("cannot create the control socket: {e}"))?;
         let fs = fuse::FuseFs::new(shared.clone(), destroyed_tx);
-        let options = [
+        let mut config = fuser::Config::default();
+        // fuser implements auto_unmount through fusermount3, which needs allow_other; fuser then
+        // refuses every request that is neither the owner's nor root's (on top of the 0700 root
+        // and default_permissions).
+        config.acl = fuser::SessionACL::RootAndOwner;
+        config.mount_options = vec![
             fuser::MountOption::FSName("polykey".into()),
             fuser::MountOption::Subtype("polykey".into()),
             fuser::MountOption::DefaultPermissions,
@@ -237,7 +242,7 @@ mod unix {
             fuser::MountOption::AutoUnmount,
         ];
         let session =
-            fuser::Session::new(fs, &mountpoint, &options).map_err(|e| format!("cannot mount at {}: {e}", mountpoint.display()))?;
+            fuser::Session::new(fs, &mountpoint, &config).map_err(|e| format!("cannot mount at {}: {e}", mountpoint.display()))?;
         let bg = session.spawn().map_err(|e| format!("cannot start the session: {e}"))?;
         let record = MountRecord { pid: std::process::id(), node: node_path.clone(), mountpoint: mountpoint.clone() };
         record.write().map_err(|e| format!("cannot record the mount: {e}"))?;
