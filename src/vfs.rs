@@ -571,7 +571,9 @@ impl Vfs {
         if repo_visible && in_tree {
             n += 1;
         }
-        for (t, e) in self.node.state().links_to(repo, secret) {
+        // An unlinked secret's tag entries are hidden with it (see `readdir`).
+        let links = if self.removal_pending(repo, secret) { Vec::new() } else { self.node.state().links_to(repo, secret) };
+        for (t, e) in links {
             let hidden = self
                 .tag_dirs
                 .get(&t)
@@ -588,9 +590,18 @@ impl Vfs {
     /// Attributes of `ino`.
     pub fn getattr(&mut self, ino: Ino) -> Result<Attr, FsError> {
         let (uid, gid) = (self.uid, self.gid);
-        let dir_attr = |ino, mtime| Attr { ino, kind: Kind::Dir, size: 0, nlink: 2, perm: 0o700, uid, gid, mtime, ctime: mtime };
         match self.inodes.get(&ino).ok_or(FsError::NotFound)? {
-            Inode::Dir(d) => Ok(dir_attr(ino, d.mtime)),
+            Inode::Dir(d) => {
+                // POSIX: 2 + one per subfolder (its "..").
+                let subfolders = match d.kind {
+                    DirKind::Root => 2,
+                    DirKind::Repos => self.node.state().repos.len(),
+                    DirKind::Tags => self.node.state().tags.len(),
+                    DirKind::Repo(_) | DirKind::Tag(_) => 0,
+                };
+                let nlink = u32::try_from(subfolders).unwrap_or(u32::MAX).saturating_add(2);
+                Ok(Attr { ino, kind: Kind::Dir, size: 0, nlink, perm: 0o700, uid, gid, mtime: d.mtime, ctime: d.mtime })
+            }
             Inode::Symlink { target, home, mtime } => Ok(Attr {
                 ino,
                 kind: Kind::Symlink,
