@@ -5,9 +5,13 @@
 //!
 //! Run: `scripts/bench/all.sh` (everything) or `cargo bench --bench node`. Sizes:
 //! POLYKEY_BENCH_SIZES (default 10,100,1000,10000; POLYKEY_BENCH_FULL=1 adds 100000).
-//! Nodes are built with one bulk commit per repository: small repositories (4 secrets each, as
-//! users are advised), plus one case with every secret in a single repository, where git's
-//! tree object grows with the repository (each save writes a new tree).
+//!
+//! Open alone, for profilers and peak-memory figures: `POLYKEY_BENCH_OPEN=FILE` builds a node
+//! of the first size in FILE if it is absent (and stops: the build's memory would count;
+//! POLYKEY_BENCH_COMPACT=1 compacts it into one checkpoint), else opens it POLYKEY_BENCH_RUNS
+//! times (default 1) and prints each time and the process's peak RSS (VmHWM). For example
+//! `POLYKEY_BENCH_SIZES=10000 POLYKEY_BENCH_OPEN=n.node valgrind --tool=callgrind
+//! --toggle-collect='*Node::open_storage*' target/release/deps/node-HASH`.
 
 use polykey::{Access, KdfParams, Name, NameKind, Node, Passphrase};
 use std::path::Path;
@@ -50,6 +54,30 @@ fn build(path: &Path, pass: &Passphrase, params: KdfParams, n: usize, per_repo: 
         }
     }
     node.save().unwrap();
+}
+
+/// Builds a node of `n` secrets at `path` if there is none; otherwise opens it and reports.
+fn open_only(path: &Path, n: usize) {
+    let pass = Passphrase::new(b"bench".to_vec());
+    if !path.exists() {
+        build(path, &pass, FAST, n, SECRETS_PER_REPO);
+        if std::env::var("POLYKEY_BENCH_COMPACT").is_ok_and(|v| v == "1") {
+            Node::open(path, &pass, Access::Write).unwrap().compact().unwrap();
+        }
+        println!("built {} ({n} secrets, {} KiB)", path.display(), std::fs::metadata(path).unwrap().len() / 1024);
+        return;
+    }
+    let runs: usize = std::env::var("POLYKEY_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(1);
+    for _ in 0..runs {
+        let t = Instant::now();
+        let node = Node::open(path, &pass, Access::Read).unwrap();
+        let took = t.elapsed();
+        println!("open: {} ({} repositories)", fmt(took), node.repos().len());
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    for line in status.lines().filter(|l| l.starts_with("VmHWM") || l.starts_with("VmRSS")) {
+        println!("{line}");
+    }
 }
 
 struct Row {
@@ -124,6 +152,10 @@ fn main() {
         .unwrap_or_else(|| if quick { vec![10] } else { vec![10, 100, 1000, 10_000] });
     if full && !quick && !sizes.contains(&100_000) {
         sizes.push(100_000);
+    }
+    if let Some(path) = std::env::var_os("POLYKEY_BENCH_OPEN") {
+        open_only(Path::new(&path), sizes[0]);
+        return;
     }
     let mut out = Out::default();
 

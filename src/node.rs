@@ -144,22 +144,21 @@ impl Node {
         Self::open_storage(path, Box::new(FileStorage::at(file, path)), pass, access)
     }
 
-    /// Opens a node from any storage (tests use in-memory or failing storage).
+    /// Opens a node from any storage (tests use in-memory or failing storage). The log is
+    /// read, decrypted and applied a frame at a time: the file is never in memory whole.
     pub fn open_storage(path: &Path, storage: Box<dyn Storage>, pass: &Passphrase, access: Access) -> Result<Node> {
-        // Ciphertext: nothing here needs wiping.
-        let bytes = storage.read_all().map_err(|e| Error::io("cannot read node", path, e))?;
-        let (header, key, both) = Header::open(&bytes, pass).map_err(|e| header_error(path, e))?;
+        let read_error = |e| Error::io("cannot read node", path, e);
+        // The header region (ciphertext: nothing here needs wiping).
+        let len = storage.len().map_err(read_error)?;
+        let mut head = vec![0u8; len.min(crate::format::header::LOG_OFFSET) as usize];
+        storage.read_exact_at(0, &mut head).map_err(read_error)?;
+        let (header, key, both) = Header::open(&head, pass).map_err(|e| header_error(path, e))?;
         let mut state = State::default();
-        let replayed = log::replay(&bytes, &header, &key, |txn| {
-            if txn.reset {
-                state = State::default();
-            }
-            for record in journal::parse(&txn.plaintext).map_err(|e| e.to_string())? {
-                state.apply(record)?;
-            }
-            Ok(())
-        })
-        .map_err(|d| Error::Damaged { node: path.to_owned(), offset: d.offset, what: d.what })?;
+        let mut replay = Replay { state: &mut state, parser: journal::Parser::new(), reset: false, staged: None };
+        let replayed = log::replay_storage(storage.as_ref(), &header, &key, &mut replay).map_err(|e| match e {
+            log::ReplayError::Damaged(d) => Error::Damaged { node: path.to_owned(), offset: d.offset, what: d.what },
+            log::ReplayError::Io(e) => read_error(e),
+        })?;
         let live = state.checkpoint_bytes();
         Ok(Node {
             path: path.to_owned(),
@@ -583,11 +582,13 @@ impl Node {
     /// fails.
     fn reopen(&mut self) -> std::io::Result<()> {
         self.storage.reopen()?;
-        let bytes = zeroize::Zeroizing::new(self.storage.read_all()?);
-        let (found, _) = Header::decode(&bytes).map_err(|_| std::io::Error::other("the reopened node's header does not read"))?;
+        let len = self.storage.len()?;
+        let mut head = vec![0u8; len.min(crate::format::header::LOG_OFFSET) as usize];
+        self.storage.read_exact_at(0, &mut head)?;
+        let (found, _) = Header::decode(&head).map_err(|_| std::io::Error::other("the reopened node's header does not read"))?;
         let h = &found[0];
         let same = h.node_id == self.header.node_id && h.epoch == self.header.epoch && h.log_start == self.header.log_start;
-        if !same || (bytes.len() as u64) < self.pos.end {
+        if !same || len < self.pos.end {
             return Err(std::io::Error::other("the file at the node's path is not this node as it was"));
         }
         Ok(())
@@ -665,6 +666,61 @@ impl Node {
     /// Whether one of the two header copies was damaged when the node was opened.
     pub fn header_degraded(&self) -> bool {
         self.header_degraded
+    }
+}
+
+/// Applies the log's transactions to the state as replay decrypts them: each frame's journal
+/// members are parsed as it arrives, and a transaction's records are applied at its COMMIT.
+/// A checkpoint (RESET) is built into a state of its own as its frames arrive, so that its
+/// records are never all held at once; that state replaces the old one at its COMMIT.
+struct Replay<'a> {
+    state: &'a mut State,
+    parser: journal::Parser,
+    /// The pending transaction's RESET flag.
+    reset: bool,
+    /// A pending checkpoint's state so far, and the first of its records that did not apply
+    /// (reported at its COMMIT: a checkpoint cut short is not damage).
+    staged: Option<(State, Result<(), String>)>,
+}
+
+impl log::Sink for Replay<'_> {
+    fn frame(&mut self, _offset: u64, first: bool, reset: bool, plaintext: &[u8]) {
+        if first {
+            self.parser = journal::Parser::new();
+            self.reset = reset;
+            self.staged = reset.then(|| (State::default(), Ok(())));
+        }
+        self.parser.feed(plaintext);
+        if let Some((staged, applied)) = &mut self.staged {
+            let mut records = self.parser.take_records();
+            if applied.is_ok() {
+                *applied = staged.apply_all(records);
+            } else {
+                journal::wipe_records(&mut records);
+            }
+        }
+    }
+
+    fn commit(&mut self, whole: &mut dyn FnMut() -> std::io::Result<zeroize::Zeroizing<Vec<u8>>>) -> Result<(), log::ApplyError> {
+        let staged = self.staged.take();
+        match (std::mem::take(&mut self.parser).finish(), staged) {
+            (Some(records), Some((mut staged, applied))) => {
+                applied?;
+                staged.apply_all(records)?;
+                *self.state = staged;
+            }
+            (Some(records), None) => self.state.apply_all(records)?,
+            // Something the fast parser does not read: the tar reader decides, on the whole.
+            (None, staged) => {
+                drop(staged);
+                let records = journal::parse(&whole().map_err(log::ApplyError::Io)?).map_err(|e| e.to_string())?;
+                if self.reset {
+                    *self.state = State::default();
+                }
+                self.state.apply_all(records)?;
+            }
+        }
+        Ok(())
     }
 }
 

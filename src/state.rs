@@ -158,6 +158,39 @@ impl State {
         Ok(())
     }
 
+    /// Applies records in order, as [`State::apply`] one by one would, but looks a
+    /// repository up once for a run of its objects and head (how transactions hold them).
+    pub fn apply_all(&mut self, records: Vec<Record>) -> Result<(), String> {
+        let mut records = records.into_iter().peekable();
+        while let Some(record) = records.next() {
+            let Record::Object(r, oid, z) = record else {
+                self.apply(record)?;
+                continue;
+            };
+            let repo = self.repos.get_mut(&r).ok_or_else(|| format!("record for unknown repository {r:?}"))?;
+            repo.objects.insert(oid, Zeroizing::new(z));
+            while let Some(Record::Object(next, ..) | Record::Head(next, _)) = records.peek() {
+                if *next != r {
+                    break;
+                }
+                match records.next() {
+                    Some(Record::Object(_, oid, z)) => {
+                        repo.objects.insert(oid, Zeroizing::new(z));
+                    }
+                    Some(Record::Head(_, oid)) => {
+                        if !repo.has(oid) {
+                            return Err(format!("head of {r:?} names absent commit {oid}"));
+                        }
+                        repo.head = Some(oid);
+                        repo.tree = OnceLock::new();
+                    }
+                    _ => unreachable!("peeked an object or a head"),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The records that rebuild this state from nothing (a checkpoint), in replay order.
     pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
         let repos = self.repos.iter().flat_map(|(name, repo)| {

@@ -13,6 +13,13 @@ pub trait Storage: Send {
     fn len(&self) -> io::Result<u64>;
     /// Reads the whole file.
     fn read_all(&self) -> io::Result<Vec<u8>>;
+    /// Reads exactly `buf.len()` bytes at `offset`; fails with `UnexpectedEof` if the file
+    /// ends before. Opening a node reads its log through this, a frame at a time. The default
+    /// goes through [`Storage::read_all`], for backends that only read whole; real ones
+    /// override it.
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        copy_out(&self.read_all()?, offset, buf)
+    }
     /// Writes `data` at `offset` (all of it, or an error).
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Cuts the file to `len` bytes.
@@ -69,6 +76,19 @@ impl Storage for FileStorage {
         Ok(buf)
     }
 
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            match read_at(&self.file, &mut buf[done..], offset + done as u64) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut done = 0;
         while done < data.len() {
@@ -118,6 +138,14 @@ fn write_at(f: &File, buf: &[u8], off: u64) -> io::Result<usize> {
     std::os::windows::fs::FileExt::seek_write(f, buf, off)
 }
 
+/// Copies `buf.len()` bytes at `offset` of `bytes` into `buf`, or fails with `UnexpectedEof`:
+/// [`Storage::read_exact_at`] for a backend that holds the file in memory.
+pub fn copy_out(bytes: &[u8], offset: u64, buf: &mut [u8]) -> io::Result<()> {
+    let src = usize::try_from(offset).ok().and_then(|at| bytes.get(at..at.checked_add(buf.len())?)).ok_or(io::ErrorKind::UnexpectedEof)?;
+    buf.copy_from_slice(src);
+    Ok(())
+}
+
 /// Makes a directory entry durable (after creating a file in it). A no-op off Unix.
 pub fn sync_dir(dir: &std::path::Path) -> io::Result<()> {
     #[cfg(unix)]
@@ -144,6 +172,9 @@ impl Storage for MemStorage {
     }
     fn read_all(&self) -> io::Result<Vec<u8>> {
         Ok(self.bytes.clone())
+    }
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        copy_out(&self.bytes, offset, buf)
     }
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let end = offset as usize + data.len();

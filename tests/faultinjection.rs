@@ -226,6 +226,14 @@ impl Storage for FaultyStorage {
         Ok(m.cache.clone())
     }
 
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
+        let m = self.medium();
+        if m.power_off {
+            return Err(os_error(libc::EIO));
+        }
+        polykey::storage::copy_out(&m.cache, offset, buf)
+    }
+
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut m = self.medium();
         match m.verdict(Op::Write, data.len()) {

@@ -8,6 +8,7 @@
 use crate::name::{Name, NameKind};
 use git2::Oid;
 use std::io::Read;
+use zeroize::{Zeroize, Zeroizing};
 
 /// One change to the node's state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +247,278 @@ pub fn parse(plaintext: &[u8]) -> Result<Vec<Record>, JournalError> {
     Ok(out)
 }
 
+/// What [`member`] made of the bytes at the start of a buffer.
+enum Step {
+    /// One record, and the bytes its member took (headers, data and padding).
+    Done(Record, usize),
+    /// The member is not complete: the buffer must hold at least this many bytes.
+    More(usize),
+    /// Not what [`Writer`] writes: [`parse`] must decide.
+    Bail,
+}
+
+/// Bytes of a tar block.
+const BLOCK: usize = 512;
+/// Longest GNU long name (or link name) the fast path reads: a path of two or three names.
+const MAX_LONG_NAME: usize = 1024;
+
+/// An octal field as the tar crate writes it: every byte an octal digit but the last, a NUL.
+fn octal(field: &[u8]) -> Option<u64> {
+    let (last, digits) = field.split_last()?;
+    if *last != 0 || digits.is_empty() || !digits.iter().all(|b| (b'0'..=b'7').contains(b)) {
+        return None;
+    }
+    Some(digits.iter().fold(0u64, |n, &d| n << 3 | u64::from(d - b'0')))
+}
+
+/// The sum of `bytes`, at most 1024 of them (a tar header's): eight at a time, in four
+/// 16-bit lanes that cannot overflow at that length. This runs over every header.
+fn byte_sum(bytes: &[u8]) -> u32 {
+    const LOW: u64 = 0x00ff_00ff_00ff_00ff;
+    debug_assert!(bytes.len() <= 1024);
+    let mut words = bytes.chunks_exact(8);
+    let mut lanes = 0u64;
+    for w in &mut words {
+        let x = u64::from_le_bytes(w.try_into().expect("8 bytes"));
+        lanes += (x & LOW) + (x >> 8 & LOW);
+    }
+    let folded = (lanes & 0xffff) + (lanes >> 16 & 0xffff) + (lanes >> 32 & 0xffff) + (lanes >> 48);
+    folded as u32 + words.remainder().iter().map(|&b| u32::from(b)).sum::<u32>()
+}
+
+/// The bytes of `field` up to its first NUL.
+fn until_nul(field: &[u8]) -> &[u8] {
+    field.iter().position(|&b| b == 0).map_or(field, |i| &field[..i])
+}
+
+/// Drops one trailing NUL (how GNU long names end).
+fn strip_nul(name: &[u8]) -> &[u8] {
+    name.strip_suffix(b"\0").unwrap_or(name)
+}
+
+/// Values of lowercase hex digits; 0xff for every other byte.
+const HEX: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
+    }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Lowercase hex of a git object id (what [`Writer`] writes), in one or two pieces, into an id.
+fn oid_from_hex(first: &[u8], rest: &[u8]) -> Option<Oid> {
+    if first.len() + rest.len() != 40 {
+        return None;
+    }
+    let mut hex = [0u8; 40];
+    hex[..first.len()].copy_from_slice(first);
+    hex[first.len()..].copy_from_slice(rest);
+    let mut raw = [0u8; 20];
+    let mut bad = 0u8;
+    for i in 0..20 {
+        let (hi, lo) = (HEX[usize::from(hex[2 * i])], HEX[usize::from(hex[2 * i + 1])]);
+        bad |= hi | lo;
+        raw[i] = hi << 4 | lo;
+    }
+    if bad & 0xf0 != 0 {
+        return None;
+    }
+    Oid::from_bytes(&raw).ok()
+}
+
+/// Parses the member at the start of `buf` the way [`parse`] would, for exactly the members
+/// [`Writer`] writes: GNU headers with the checksum and numeric fields as the tar crate
+/// writes them, GNU long names and link names, and the journal's own paths. Anything else
+/// (or anything wrong) is [`Step::Bail`], and [`parse`] decides: the fast path only ever
+/// agrees with it.
+fn member(buf: &[u8]) -> Step {
+    let mut at = 0usize;
+    let mut long_name: Option<&[u8]> = None;
+    let mut long_link: Option<&[u8]> = None;
+    loop {
+        let Some(h) = buf.get(at..at + BLOCK) else { return Step::More(at + BLOCK) };
+        if &h[257..265] != b"ustar  \0" {
+            return Step::Bail;
+        }
+        // The tar checksum: the header's bytes summed, its own field counted as spaces.
+        let sum = u64::from(byte_sum(&h[..148]) + byte_sum(&h[156..]) + 8 * u32::from(b' '));
+        let (Some(cksum), Some(size)) = (octal(&h[148..156]), octal(&h[124..136])) else { return Step::Bail };
+        let kind = h[156];
+        let bound = if matches!(kind, b'L' | b'K') { MAX_LONG_NAME as u64 } else { MAX_MEMBER_BYTES };
+        if cksum != sum || size > bound || !matches!(kind, b'0' | b'1' | b'5' | b'L' | b'K') {
+            return Step::Bail;
+        }
+        let size = size as usize;
+        let data = at + BLOCK;
+        let next = data + size.div_ceil(BLOCK) * BLOCK;
+        if buf.len() < next {
+            return Step::More(next);
+        }
+        let body = &buf[data..data + size];
+        match kind {
+            b'L' if long_name.is_none() => long_name = Some(strip_nul(body)),
+            b'K' if long_link.is_none() => long_link = Some(strip_nul(body)),
+            kind @ (b'0' | b'1' | b'5') => {
+                let path = long_name.unwrap_or_else(|| until_nul(&h[..100]));
+                let record = match kind {
+                    b'5' if size == 0 => match split_names(path.strip_suffix(b"/").unwrap_or(path)).as_slice() {
+                        [b"repos", r] => name(NameKind::Repo, r).map(Record::Repo),
+                        [b"tags", t] => name(NameKind::Tag, t).map(Record::Tag),
+                        _ => None,
+                    },
+                    b'1' if size == 0 => {
+                        let target = long_link.or_else(|| (h[157] != 0).then(|| until_nul(&h[157..257])));
+                        match (split_names(path).as_slice(), target.and_then(parse_target)) {
+                            ([b"tags", t, e], Some((repo, secret))) => {
+                                (|| Some(Record::Link { tag: name(NameKind::Tag, t)?, entry: name(NameKind::TagEntry, e)?, repo, secret }))(
+                                )
+                            }
+                            _ => None,
+                        }
+                    }
+                    b'0' => fast_file(path, body),
+                    _ => None,
+                };
+                return record.map_or(Step::Bail, |r| Step::Done(r, next));
+            }
+            _ => return Step::Bail,
+        }
+        at = next;
+    }
+}
+
+/// [`parse_file`] for the fast path: objects and heads in the form [`Writer`] writes them.
+fn fast_file(path: &[u8], data: &[u8]) -> Option<Record> {
+    if path == REMOVE {
+        return parse_file(path, &[], data.to_vec());
+    }
+    let repo_end = path.strip_prefix(b"repos/")?.iter().position(|&b| b == b'/')?;
+    let (r, rest) = path[6..].split_at(repo_end);
+    let rest = &rest[1..];
+    if rest == HEAD_SUFFIX {
+        let hex = data.strip_suffix(b"\n")?;
+        return Some(Record::Head(name(NameKind::Repo, r)?, oid_from_hex(hex, &[])?));
+    }
+    let obj = rest.strip_prefix(b".git/objects/")?;
+    if obj.len() != 41 || obj[2] != b'/' {
+        return None;
+    }
+    Some(Record::Object(name(NameKind::Repo, r)?, oid_from_hex(&obj[..2], &obj[3..])?, data.to_vec()))
+}
+
+/// Parses a transaction's journal as its plaintext arrives, a frame at a time, so that a
+/// replay never holds a whole transaction: members that straddle frames are carried over.
+/// It reads what [`Writer`] writes; at the first member it does not recognise it gives up,
+/// and [`Parser::finish`] says so: the caller then runs [`parse`] on the whole transaction,
+/// which decides (its records or its error).
+#[derive(Default)]
+pub struct Parser {
+    /// The start of a member whose end is in a later frame.
+    carry: Zeroizing<Vec<u8>>,
+    records: Vec<Record>,
+    bailed: bool,
+}
+
+impl Parser {
+    /// A parser at the start of a transaction.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Parses the next piece of the transaction's plaintext.
+    pub fn feed(&mut self, mut chunk: &[u8]) {
+        if self.bailed {
+            return;
+        }
+        // First complete a member begun in an earlier piece, taking only what it needs.
+        while !self.carry.is_empty() {
+            match member(&self.carry) {
+                // It took exactly what it asked for: the whole carry.
+                Step::Done(record, used) if used == self.carry.len() => {
+                    self.records.push(record);
+                    self.carry.clear();
+                }
+                Step::More(need) => {
+                    if chunk.is_empty() {
+                        return;
+                    }
+                    let take = (need - self.carry.len()).min(chunk.len());
+                    extend_wiping(&mut self.carry, &chunk[..take]);
+                    chunk = &chunk[take..];
+                }
+                Step::Done(..) | Step::Bail => return self.bail(),
+            }
+        }
+        while !chunk.is_empty() {
+            match member(chunk) {
+                Step::Done(record, used) => {
+                    self.records.push(record);
+                    chunk = &chunk[used..];
+                }
+                Step::More(_) => {
+                    extend_wiping(&mut self.carry, chunk);
+                    return;
+                }
+                Step::Bail => return self.bail(),
+            }
+        }
+    }
+
+    fn bail(&mut self) {
+        self.bailed = true;
+        self.carry = Zeroizing::default();
+        wipe_records(&mut self.records);
+    }
+
+    /// The records parsed so far (none once it has given up); [`Parser::finish`] gives the
+    /// rest.
+    pub fn take_records(&mut self) -> Vec<Record> {
+        std::mem::take(&mut self.records)
+    }
+
+    /// The transaction's records, or `None` if [`parse`] must read it (a member this parser
+    /// does not recognise, or a transaction that ends inside a member).
+    pub fn finish(mut self) -> Option<Vec<Record>> {
+        if self.bailed || !self.carry.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut self.records))
+    }
+}
+
+impl Drop for Parser {
+    fn drop(&mut self) {
+        wipe_records(&mut self.records);
+    }
+}
+
+/// Wipes the object bytes of records that will not be applied, and drops them.
+pub fn wipe_records(records: &mut Vec<Record>) {
+    for r in records.iter_mut() {
+        if let Record::Object(_, _, z) = r {
+            z.zeroize();
+        }
+    }
+    records.clear();
+}
+
+/// Appends to a wiped-on-drop buffer without leaving a copy behind when it grows.
+fn extend_wiping(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) {
+    if buf.capacity() - buf.len() < data.len() {
+        let mut grown = Zeroizing::new(Vec::with_capacity((buf.len() + data.len()).next_power_of_two().max(BLOCK)));
+        grown.extend_from_slice(buf);
+        *buf = grown;
+    }
+    buf.extend_from_slice(data);
+}
+
 fn parse_file(path: &[u8], parts: &[&[u8]], data: Vec<u8>) -> Option<Record> {
     if path == REMOVE {
         return match split_names(&data).as_slice() {
@@ -306,6 +579,81 @@ mod tests {
         assert_eq!(parse(&w.into_bytes()).unwrap(), records);
     }
 
+    /// Every kind of record, names short and long (GNU long names and link names).
+    fn sample() -> (Vec<Record>, Vec<u8>) {
+        let long = vec![b'r'; 255];
+        let (oid, z) = crate::git::encode(git2::ObjectType::Blob, b"x");
+        let records = vec![
+            Record::Repo(n(NameKind::Repo, b"r")),
+            Record::Repo(n(NameKind::Repo, &long)),
+            Record::Object(n(NameKind::Repo, &long), oid, z.clone()),
+            Record::Object(n(NameKind::Repo, b"r"), oid, z),
+            Record::Head(n(NameKind::Repo, b"r"), oid),
+            Record::Tag(n(NameKind::Tag, "☃".as_bytes())),
+            Record::Link {
+                tag: n(NameKind::Tag, b"t"),
+                entry: n(NameKind::TagEntry, &[b'e'; 255]),
+                repo: n(NameKind::Repo, &long),
+                secret: n(NameKind::Secret, &[b's'; 255]),
+            },
+            Record::Link {
+                tag: n(NameKind::Tag, b"t"),
+                entry: n(NameKind::TagEntry, b"e"),
+                repo: n(NameKind::Repo, b"r"),
+                secret: n(NameKind::Secret, b"s"),
+            },
+            Record::RemoveRepo(n(NameKind::Repo, b"r")),
+            Record::RemoveTag(n(NameKind::Tag, b"t")),
+            Record::RemoveLink(n(NameKind::Tag, b"t"), n(NameKind::TagEntry, b"\xff\n")),
+        ];
+        let mut w = Writer::new();
+        records.iter().for_each(|r| w.push(r));
+        (records, w.into_bytes())
+    }
+
+    fn fast(pieces: &[&[u8]]) -> Option<Vec<Record>> {
+        let mut p = Parser::new();
+        pieces.iter().for_each(|piece| p.feed(piece));
+        p.finish()
+    }
+
+    #[test]
+    fn the_streaming_parser_reads_what_the_writer_writes_split_anywhere() {
+        let (records, bytes) = sample();
+        assert_eq!(parse(&bytes).unwrap(), records);
+        assert_eq!(fast(&[&bytes]).unwrap(), records);
+        assert_eq!(fast(&[]).unwrap(), vec![]);
+        for cut in 0..=bytes.len() {
+            assert_eq!(fast(&[&bytes[..cut], &bytes[cut..]]).unwrap(), records, "cut at {cut}");
+        }
+        let bytewise: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert_eq!(fast(&bytewise).unwrap(), records);
+    }
+
+    #[test]
+    fn the_streaming_parser_never_disagrees_with_the_tar_reader() {
+        // Whenever it answers, the tar reader gives the same records; otherwise it leaves the
+        // verdict (records or error) to the tar reader.
+        let (_, bytes) = sample();
+        let check = |bytes: &[u8]| {
+            let cut = bytes.len() / 3;
+            if let Some(fast) = fast(&[&bytes[..cut], &bytes[cut..]]) {
+                assert_eq!(parse(bytes).ok(), Some(fast), "{bytes:?}");
+            }
+        };
+        for at in 0..bytes.len() {
+            for flip in [0x01, 0xff] {
+                let mut b = bytes.clone();
+                b[at] ^= flip;
+                check(&b);
+            }
+        }
+        for len in (0..bytes.len()).step_by(7) {
+            check(&bytes[..len]);
+        }
+        check(&[bytes.as_slice(), &[0u8; 1024]].concat());
+    }
+
     #[test]
     fn hostile_members_are_refused() {
         let cases: Vec<(tar::EntryType, &[u8])> = vec![
@@ -326,6 +674,7 @@ mod tests {
             raw.set_cksum();
             let bytes = raw.as_bytes().to_vec();
             assert!(parse(&bytes).is_err(), "{kind:?} {:?}", String::from_utf8_lossy(path));
+            assert!(fast(&[&bytes]).is_none(), "{kind:?} {:?}", String::from_utf8_lossy(path));
         }
     }
 }

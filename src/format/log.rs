@@ -10,6 +10,7 @@ use crate::crypto::aead;
 use crate::secret::Key;
 use crate::storage::Storage;
 use std::io;
+use zeroize::Zeroizing;
 
 /// Bytes of a frame header.
 pub const FRAME_HEADER_BYTES: usize = 52;
@@ -47,7 +48,7 @@ pub struct Transaction {
     /// Whether it is a checkpoint that replaces the whole state.
     pub reset: bool,
     /// Its plaintext (a tar stream of journal records).
-    pub plaintext: zeroize::Zeroizing<Vec<u8>>,
+    pub plaintext: Zeroizing<Vec<u8>>,
 }
 
 /// Damage found while reading the log.
@@ -120,47 +121,167 @@ fn aad(node_id: &[u8; 16], header: &[u8], offset: u64) -> Vec<u8> {
     [AAD_CONTEXT, node_id, &header[..48], &offset.to_le_bytes()].concat()
 }
 
+/// Receives the committed transactions of a replay, frame by frame, as they are decrypted:
+/// the whole log is never in memory at once.
+pub trait Sink {
+    /// The next frame's plaintext of the transaction that begins at `offset` (`first` for its
+    /// first frame; `reset` is the transaction's RESET flag). The buffer is wiped afterwards.
+    fn frame(&mut self, offset: u64, first: bool, reset: bool, plaintext: &[u8]);
+    /// The transaction whose frames were given is committed: apply it, or say what is wrong
+    /// with it (damage at its offset). `whole` decrypts its plaintext again, in one piece, for
+    /// a sink that needs it so.
+    fn commit(&mut self, whole: &mut dyn FnMut() -> io::Result<Zeroizing<Vec<u8>>>) -> Result<(), ApplyError>;
+}
+
+/// Why a committed transaction could not be applied.
+#[derive(Debug)]
+pub enum ApplyError {
+    /// Its journal is damaged (or contradicts the state): damage at the transaction.
+    Damaged(String),
+    /// Reading it again failed.
+    Io(io::Error),
+}
+
+impl From<String> for ApplyError {
+    fn from(what: String) -> Self {
+        ApplyError::Damaged(what)
+    }
+}
+
+/// Why a replay stopped.
+#[derive(Debug)]
+pub enum ReplayError {
+    /// The log is damaged.
+    Damaged(Damage),
+    /// The file could not be read.
+    Io(io::Error),
+}
+
+/// Positional reads of the node file: `read(offset, buf)` fills `buf` or fails.
+type ReadAt<'a> = &'a dyn Fn(u64, &mut [u8]) -> io::Result<()>;
+
+/// Bytes `valid_frame_after` reads at a time.
+const SCAN_CHUNK: usize = 1 << 20;
+
 /// Whether a frame header of the current epoch with a sequence number of at least `seq`,
 /// beginning a transaction, starts anywhere after `from`: then a failure at `from` is damage
 /// inside the log, not the end of a save that was cut short. (Later frames of the failing
 /// save itself prove nothing: a power cut can land a save's last frame but not its first.)
-fn valid_frame_after(file: &[u8], header: &Header, from: u64, seq: u64) -> bool {
-    let start = from as usize + 1;
-    if start >= file.len() {
-        return false;
+/// Reads the rest of the file a chunk at a time, chunks overlapping by a frame header less
+/// one byte so that every offset is tried.
+fn valid_frame_after(read: ReadAt<'_>, eof: u64, header: &Header, from: u64, seq: u64) -> io::Result<bool> {
+    let hb = FRAME_HEADER_BYTES as u64;
+    let mut start = from + 1;
+    let mut buf = vec![0u8; SCAN_CHUNK + FRAME_HEADER_BYTES - 1];
+    while start + hb <= eof {
+        let n = (eof - start).min(buf.len() as u64) as usize;
+        read(start, &mut buf[..n])?;
+        let found = buf[..n].windows(FRAME_HEADER_BYTES).any(|w| {
+            w.starts_with(FRAME_MAGIC)
+                && FrameHeader::decode(w).is_some_and(|fh| fh.epoch == header.epoch && fh.seq >= seq && fh.flags & FLAG_CONTINUES == 0)
+        });
+        if found {
+            return Ok(true);
+        }
+        start += (n - (FRAME_HEADER_BYTES - 1)) as u64;
     }
-    file[start..].windows(FRAME_HEADER_BYTES).any(|w| {
-        w.starts_with(FRAME_MAGIC)
-            && FrameHeader::decode(w).is_some_and(|fh| fh.epoch == header.epoch && fh.seq >= seq && fh.flags & FLAG_CONTINUES == 0)
-    })
+    Ok(false)
+}
+
+/// Makes `buf` at least `len` bytes long without a reallocation that would leave a copy of
+/// its plaintext behind: a larger buffer replaces it, and the old one is wiped as it drops.
+fn ensure_len(buf: &mut Zeroizing<Vec<u8>>, len: usize) {
+    if buf.len() < len {
+        // Room for larger frames to come, but never beyond the largest frame: all of it is
+        // touched when it is wiped.
+        let room = len.next_power_of_two().clamp(4096, MAX_FRAME_CIPHERTEXT as usize);
+        *buf = Zeroizing::new(vec![0u8; room.max(len)]);
+    }
 }
 
 /// Replays the log of `file`, calling `apply` with each committed transaction in order.
 /// `apply` may fail (the journal inside is damaged); its error becomes damage at the
-/// transaction's offset.
-pub fn replay(
-    file: &[u8],
-    header: &Header,
-    key: &Key,
-    mut apply: impl FnMut(Transaction) -> Result<(), String>,
-) -> Result<Replayed, Damage> {
-    let eof = file.len() as u64;
+/// transaction's offset. (Opening a node streams the log instead: see [`replay_storage`].)
+pub fn replay(file: &[u8], header: &Header, key: &Key, apply: impl FnMut(Transaction) -> Result<(), String>) -> Result<Replayed, Damage> {
+    struct Whole<F>(Option<Transaction>, F);
+    impl<F: FnMut(Transaction) -> Result<(), String>> Sink for Whole<F> {
+        fn frame(&mut self, offset: u64, first: bool, reset: bool, plaintext: &[u8]) {
+            if first {
+                self.0 = Some(Transaction { offset, reset, plaintext: Zeroizing::default() });
+            }
+            let txn = self.0.as_mut().expect("a first frame came before");
+            if txn.plaintext.capacity() < txn.plaintext.len() + plaintext.len() {
+                let mut grown = Zeroizing::new(Vec::with_capacity((txn.plaintext.len() + plaintext.len()).next_power_of_two()));
+                grown.extend_from_slice(&txn.plaintext);
+                txn.plaintext = grown;
+            }
+            txn.plaintext.extend_from_slice(plaintext);
+        }
+        fn commit(&mut self, _: &mut dyn FnMut() -> io::Result<Zeroizing<Vec<u8>>>) -> Result<(), ApplyError> {
+            let txn = self.0.take().expect("frames came before the commit");
+            (self.1)(txn).map_err(ApplyError::Damaged)
+        }
+    }
+    let read = |offset: u64, buf: &mut [u8]| crate::storage::copy_out(file, offset, buf);
+    replay_with(&read, file.len() as u64, header, key, &mut Whole(None, apply)).map_err(|e| match e {
+        ReplayError::Damaged(d) => d,
+        ReplayError::Io(e) => Damage { offset: 0, what: format!("cannot read: {e}") },
+    })
+}
+
+/// Replays the log of the node in `storage`, one frame in memory at a time, handing each
+/// frame's plaintext to `sink` and committing each transaction as its COMMIT frame is read.
+pub fn replay_storage(storage: &dyn Storage, header: &Header, key: &Key, sink: &mut dyn Sink) -> Result<Replayed, ReplayError> {
+    let eof = storage.len().map_err(ReplayError::Io)?;
+    let read = |offset: u64, buf: &mut [u8]| storage.read_exact_at(offset, buf);
+    replay_with(&read, eof, header, key, sink)
+}
+
+/// Decrypts the frames of the transaction in `from..to` again, into one buffer.
+fn reread(read: ReadAt<'_>, header: &Header, key: &Key, from: u64, to: u64) -> io::Result<Zeroizing<Vec<u8>>> {
+    let changed = || io::Error::other("the node file changed while it was read");
+    let mut out = Zeroizing::new(vec![0u8; usize::try_from(to - from).map_err(|_| changed())?]);
+    let (mut at, mut filled) = (from, 0usize);
+    while at < to {
+        let mut hb = [0u8; FRAME_HEADER_BYTES];
+        read(at, &mut hb)?;
+        let fh = FrameHeader::decode(&hb).ok_or_else(changed)?;
+        let end = at + FRAME_HEADER_BYTES as u64 + u64::from(fh.len);
+        if end > to || (fh.len as usize) < aead::TAG_BYTES {
+            return Err(changed());
+        }
+        let body = &mut out[filled..filled + fh.len as usize];
+        read(at + FRAME_HEADER_BYTES as u64, body)?;
+        let n = aead::open_in_place(key, &fh.nonce, &aad(&header.node_id, &hb, at), body).ok_or_else(changed)?;
+        filled += n;
+        at = end;
+    }
+    out.truncate(filled);
+    Ok(out)
+}
+
+/// The replay itself (docs/FORMAT.md, "Reading the log"), over positional reads of a file
+/// of `eof` bytes.
+fn replay_with(read: ReadAt<'_>, eof: u64, header: &Header, key: &Key, sink: &mut dyn Sink) -> Result<Replayed, ReplayError> {
     let damage = |offset: u64, what: &str| Damage { offset, what: what.to_owned() };
     if header.base_end > eof {
-        return Err(damage(eof, "file is shorter than its last checkpoint (truncated)"));
+        return Err(ReplayError::Damaged(damage(eof, "file is shorter than its last checkpoint (truncated)")));
     }
     let mut at = header.log_start;
     let mut seq = 0u64;
     let mut committed = at;
     let mut committed_seq = 0u64;
-    let mut pending: Option<Transaction> = None;
+    // The pending transaction's offset and RESET flag, if one has begun.
+    let mut pending: Option<(u64, bool)> = None;
     let mut has_tail = false;
     let mut discarded = None;
+    // One frame's bytes at a time, decrypted in place; wiped as it drops (or is replaced).
+    let mut buf: Zeroizing<Vec<u8>> = Zeroizing::default();
     // A failure in the base region, or followed by a valid frame, is damage; otherwise it is
     // the end of a save that was cut short (zeros or stale bytes after a power cut included).
-    let tail_or_damage = |at: u64, seq: u64, what: &str| -> Result<Option<Damage>, Damage> {
-        if at < header.base_end || valid_frame_after(file, header, at, seq) {
-            return Err(damage(at, what));
+    let tail_or_damage = |at: u64, seq: u64, what: &str| -> Result<Option<Damage>, ReplayError> {
+        if at < header.base_end || valid_frame_after(read, eof, header, at, seq).map_err(ReplayError::Io)? {
+            return Err(ReplayError::Damaged(damage(at, what)));
         }
         Ok(Some(damage(at, what)))
     };
@@ -172,19 +293,20 @@ pub fn replay(
         let remain = eof - at;
         if remain < FRAME_HEADER_BYTES as u64 {
             if in_base {
-                return Err(damage(at, "truncated frame header"));
+                return Err(ReplayError::Damaged(damage(at, "truncated frame header")));
             }
             discarded = Some(damage(at, "save cut short inside a frame header"));
             break;
         }
-        let hb = &file[at as usize..at as usize + FRAME_HEADER_BYTES];
-        let Some(fh) = FrameHeader::decode(hb) else {
+        let mut hb = [0u8; FRAME_HEADER_BYTES];
+        read(at, &mut hb).map_err(ReplayError::Io)?;
+        let Some(fh) = FrameHeader::decode(&hb) else {
             discarded = tail_or_damage(at, seq, "frame header checksum mismatch")?;
             break;
         };
         if fh.epoch != header.epoch {
             if in_base {
-                return Err(damage(at, "frame from another epoch inside a checkpoint"));
+                return Err(ReplayError::Damaged(damage(at, "frame from another epoch inside a checkpoint")));
             }
             has_tail = true; // Remains of the log before the last compaction.
             break;
@@ -200,39 +322,42 @@ pub fn replay(
         let end = at + FRAME_HEADER_BYTES as u64 + u64::from(fh.len);
         if end > eof {
             if in_base {
-                return Err(damage(at, "truncated frame inside a checkpoint"));
+                return Err(ReplayError::Damaged(damage(at, "truncated frame inside a checkpoint")));
             }
             discarded = Some(damage(at, "save cut short inside a frame"));
             break;
         }
-        // Decrypt straight into the transaction's (zeroizing) buffer: no other plaintext copy.
-        let txn =
-            pending.get_or_insert_with(|| Transaction { offset: at, reset: fh.flags & FLAG_RESET != 0, plaintext: Default::default() });
-        let base = txn.plaintext.len();
-        txn.plaintext.extend_from_slice(&file[at as usize + FRAME_HEADER_BYTES..end as usize]);
-        match aead::open_in_place(key, &fh.nonce, &aad(&header.node_id, hb, at), &mut txn.plaintext[base..]) {
-            Some(n) => txn.plaintext.truncate(base + n),
-            None => {
-                txn.plaintext.truncate(base);
-                discarded = tail_or_damage(at, seq + 1, "authentication failed")?;
-                break;
-            }
+        // Read the frame into the (zeroizing) buffer and decrypt it there: no other copy.
+        ensure_len(&mut buf, fh.len as usize);
+        let body = &mut buf[..fh.len as usize];
+        read(at + FRAME_HEADER_BYTES as u64, body).map_err(ReplayError::Io)?;
+        let Some(n) = aead::open_in_place(key, &fh.nonce, &aad(&header.node_id, &hb, at), body) else {
+            discarded = tail_or_damage(at, seq + 1, "authentication failed")?;
+            break;
+        };
+        // The RESET flag is taken from a transaction's first frame only.
+        let first = pending.is_none();
+        let (txn_offset, reset) = *pending.get_or_insert((at, fh.flags & FLAG_RESET != 0));
+        if at == header.log_start && !(reset || header.log_start == super::header::LOG_OFFSET && header.epoch == 0) {
+            return Err(ReplayError::Damaged(damage(at, "log does not begin with a checkpoint")));
         }
-        if at == header.log_start && !(txn.reset || header.log_start == super::header::LOG_OFFSET && header.epoch == 0) {
-            return Err(damage(at, "log does not begin with a checkpoint"));
-        }
+        sink.frame(txn_offset, first, reset, &body[..n]);
         seq += 1;
         at = end;
         if fh.flags & FLAG_COMMIT != 0 {
-            let txn = pending.take().expect("set above");
-            let offset = txn.offset;
-            apply(txn).map_err(|what| damage(offset, &what))?;
+            pending = None;
+            let mut whole = || reread(read, header, key, txn_offset, end);
+            match sink.commit(&mut whole) {
+                Ok(()) => {}
+                Err(ApplyError::Damaged(what)) => return Err(ReplayError::Damaged(damage(txn_offset, &what))),
+                Err(ApplyError::Io(e)) => return Err(ReplayError::Io(e)),
+            }
             committed = at;
             committed_seq = seq;
         }
     }
     if committed < header.base_end {
-        return Err(damage(committed, "checkpoint is incomplete"));
+        return Err(ReplayError::Damaged(damage(committed, "checkpoint is incomplete")));
     }
     // A multi-frame save cut short leaves uncommitted frames: none of them count.
     if discarded.is_none() && pending.is_some() {
