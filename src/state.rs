@@ -159,32 +159,33 @@ impl State {
     }
 
     /// Applies records in order, as [`State::apply`] one by one would, but looks a
-    /// repository up once for a run of its objects and head (how transactions hold them).
+    /// repository up once for a run of its objects and head (how transactions hold them),
+    /// and makes room in its object map for the whole run at once.
     pub fn apply_all(&mut self, records: Vec<Record>) -> Result<(), String> {
-        let mut records = records.into_iter().peekable();
+        let mut records = records.into_iter();
         while let Some(record) = records.next() {
             let Record::Object(r, oid, z) = record else {
                 self.apply(record)?;
                 continue;
             };
             let repo = self.repos.get_mut(&r).ok_or_else(|| format!("record for unknown repository {r:?}"))?;
+            let run =
+                records.as_slice().iter().take_while(|next| matches!(next, Record::Object(n, ..) | Record::Head(n, _) if *n == r)).count();
+            repo.objects.reserve(run + 1);
             repo.objects.insert(oid, Zeroizing::new(z));
-            while let Some(Record::Object(next, ..) | Record::Head(next, _)) = records.peek() {
-                if *next != r {
-                    break;
-                }
-                match records.next() {
-                    Some(Record::Object(_, oid, z)) => {
+            for next in records.by_ref().take(run) {
+                match next {
+                    Record::Object(_, oid, z) => {
                         repo.objects.insert(oid, Zeroizing::new(z));
                     }
-                    Some(Record::Head(_, oid)) => {
+                    Record::Head(_, oid) => {
                         if !repo.has(oid) {
                             return Err(format!("head of {r:?} names absent commit {oid}"));
                         }
                         repo.head = Some(oid);
                         repo.tree = OnceLock::new();
                     }
-                    _ => unreachable!("peeked an object or a head"),
+                    _ => unreachable!("the run holds objects and heads only"),
                 }
             }
         }
