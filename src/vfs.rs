@@ -191,6 +191,10 @@ struct Dir {
     local: BTreeMap<Name, Ino>,
     detached: BTreeMap<Name, Detached>,
     mtime: SystemTime,
+    /// Hash of the listing last reported with `mtime`: the kernel caches a folder's listing
+    /// for as long as its mtime stays the same, so `getattr` moves the mtime whenever the
+    /// listing changed, whatever changed it.
+    listed: u64,
 }
 
 struct File {
@@ -245,7 +249,13 @@ pub struct Vfs {
     unsaved: bool,
     invalidations: Vec<Invalidation>,
     started: SystemTime,
+    /// Blob sizes by blob id (content-addressed, so never stale): every LOOKUP and GETATTR of
+    /// a secret needs its size, which otherwise costs an inflater set-up per request.
+    sizes: HashMap<Oid, u64>,
 }
+
+/// Bound on [`Vfs::sizes`]: cleared when reached (ids of old contents pile up otherwise).
+const MAX_CACHED_SIZES: usize = 1 << 20;
 
 fn name_of(kind: NameKind, raw: &[u8]) -> Result<Name, FsError> {
     if raw.len() > crate::name::MAX_NAME_BYTES {
@@ -269,7 +279,7 @@ impl Vfs {
     /// A filesystem over `node`, owned by `uid`/`gid`.
     pub fn new(node: Node, uid: u32, gid: u32) -> Vfs {
         let now = SystemTime::now();
-        let dir = |kind| Inode::Dir(Dir { kind, local: BTreeMap::new(), detached: BTreeMap::new(), mtime: now });
+        let dir = |kind| Inode::Dir(Dir { kind, local: BTreeMap::new(), detached: BTreeMap::new(), mtime: now, listed: 0 });
         let inodes = HashMap::from([(ROOT_INO, dir(DirKind::Root)), (REPOS_INO, dir(DirKind::Repos)), (TAGS_INO, dir(DirKind::Tags))]);
         Vfs {
             node,
@@ -286,6 +296,7 @@ impl Vfs {
             unsaved: false,
             invalidations: Vec::new(),
             started: now,
+            sizes: HashMap::new(),
         }
     }
 
@@ -313,9 +324,17 @@ impl Vfs {
         let _ = self.sweep(None, false);
         let before = self.bound_state();
         let names_before = self.names();
+        let heads_before: Vec<(Name, Option<Oid>)> = self.repo_dirs.keys().map(|r| (r.clone(), self.head(r))).collect();
         let out = f(&mut self.node)?;
         self.reconcile(&before);
-        self.forget_names(names_before);
+        let mut changed: Vec<Ino> =
+            heads_before.into_iter().filter(|(r, h)| self.head(r) != *h).filter_map(|(r, _)| self.repo_dirs.get(&r).copied()).collect();
+        changed.extend(self.forget_names(names_before));
+        // The kernel may hold these folders' listings: drop them, and move their mtimes.
+        for dir in changed {
+            let _ = self.note_listing(dir);
+            self.invalidations.push(Invalidation::Inode(dir));
+        }
         if let Err(e) = self.node.save() {
             self.unsaved = true;
             return Err(CoreError::Pending { reason: e.to_string() });
@@ -332,9 +351,24 @@ impl Vfs {
         (st.repos.keys().cloned().collect(), st.tags.keys().cloned().collect(), entries)
     }
 
-    /// Tells the kernel to forget the names that a command removed or pointed elsewhere.
-    fn forget_names(&mut self, (repos, tags, entries): Names) {
+    fn head(&self, repo: &Name) -> Option<Oid> {
+        self.node.state().repos.get(repo).and_then(|r| r.head())
+    }
+
+    /// Tells the kernel to forget the names that a command removed or pointed elsewhere;
+    /// returns the folders whose listings changed (repos/, tags/ and tag folders).
+    fn forget_names(&mut self, (repos, tags, entries): Names) -> Vec<Ino> {
         let (repos_now, tags_now, entries_now) = self.names();
+        let mut changed = Vec::new();
+        if repos != repos_now {
+            changed.push(REPOS_INO);
+        }
+        if tags != tags_now {
+            changed.push(TAGS_INO);
+        }
+        let mut tags_changed: Vec<&Name> = entries_now.keys().filter(|k| !entries.contains_key(*k)).map(|(t, _)| t).collect();
+        tags_changed.extend(entries.iter().filter(|(k, v)| entries_now.get(*k) != Some(*v)).map(|((t, _), _)| t));
+        changed.extend(tags_changed.into_iter().filter_map(|t| self.tag_dirs.get(t).copied()));
         for r in repos.iter().filter(|r| !repos_now.contains(r)) {
             self.invalidations.push(Invalidation::Entry(REPOS_INO, r.as_bytes().to_vec()));
         }
@@ -348,6 +382,9 @@ impl Vfs {
                 }
             }
         }
+        changed.sort_unstable();
+        changed.dedup();
+        changed
     }
 
     /// The blob and the number of tag entries each bound inode has now.
@@ -440,7 +477,7 @@ impl Vfs {
         }
         let name = name.clone();
         let is_repo = matches!(kind, DirKind::Repo(_));
-        let ino = self.alloc(Inode::Dir(Dir { kind, local: BTreeMap::new(), detached: BTreeMap::new(), mtime: self.started }));
+        let ino = self.alloc(Inode::Dir(Dir { kind, local: BTreeMap::new(), detached: BTreeMap::new(), mtime: self.started, listed: 0 }));
         if is_repo {
             self.repo_dirs.insert(name, ino)
         } else {
@@ -590,6 +627,9 @@ impl Vfs {
     /// Attributes of `ino`.
     pub fn getattr(&mut self, ino: Ino) -> Result<Attr, FsError> {
         let (uid, gid) = (self.uid, self.gid);
+        if matches!(self.inodes.get(&ino), Some(Inode::Dir(_))) {
+            self.note_listing(ino)?;
+        }
         match self.inodes.get(&ino).ok_or(FsError::NotFound)? {
             Inode::Dir(d) => {
                 // POSIX: 2 + one per subfolder (its "..").
@@ -614,19 +654,57 @@ impl Vfs {
                 ctime: *mtime,
             }),
             Inode::File(f) => {
-                let (mtime, ctime) = (f.mtime, f.ctime);
-                let nlink = match f.bound.clone() {
-                    Some((r, s)) => self.secret_nlink(ino, &r, &s),
-                    None => u32::from(f.home.is_some()),
+                let (mtime, ctime, bound, home) = (f.mtime, f.ctime, f.bound.clone(), f.home.is_some());
+                let working = f.data.as_ref().map(|d| d.len() as u64);
+                let nlink = match &bound {
+                    Some((r, s)) => self.secret_nlink(ino, r, s),
+                    None => u32::from(home),
                 };
-                let size = match (&f.data, &f.bound) {
-                    (Some(d), _) => d.len() as u64,
-                    (None, Some((r, s))) => self.node.secret_size(r, s).map_err(core_err)?,
+                let size = match (working, &bound) {
+                    (Some(n), _) => n,
+                    (None, Some((r, s))) => self.secret_size(r, s)?,
                     (None, None) => 0,
                 };
                 Ok(Attr { ino, kind: Kind::File, size, nlink, perm: 0o600, uid, gid, mtime, ctime })
             }
         }
+    }
+
+    /// The size of a secret's committed content (cached by blob id).
+    fn secret_size(&mut self, repo: &Name, secret: &Name) -> Result<u64, FsError> {
+        let oid = self.node.state().repos.get(repo).and_then(|r| r.tree().ok()).and_then(|t| t.get(secret)).copied();
+        if let Some(size) = oid.and_then(|o| self.sizes.get(&o)) {
+            return Ok(*size);
+        }
+        let size = self.node.secret_size(repo, secret).map_err(core_err)?;
+        if let Some(oid) = oid {
+            if self.sizes.len() >= MAX_CACHED_SIZES {
+                self.sizes.clear();
+            }
+            self.sizes.insert(oid, size);
+        }
+        Ok(size)
+    }
+
+    /// Moves a folder's mtime forward if its listing changed since it was last reported. The
+    /// kernel keeps a folder's listing cached (no OPENDIR: see the FUSE adapter) until it sees
+    /// a new mtime or changes the folder itself, so this is what ends a cached listing that
+    /// changed behind its back (a tag's entries when their secret goes, a scratch file made a
+    /// secret by the tick); the kernel asks again once the folder's attributes expire.
+    fn note_listing(&mut self, ino: Ino) -> Result<(), FsError> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        for (i, kind, name) in self.readdir(ino)? {
+            (i, kind as u8, name).hash(&mut h);
+        }
+        let listed = h.finish();
+        if let Some(Inode::Dir(d)) = self.inodes.get_mut(&ino) {
+            if d.listed != listed {
+                d.listed = listed;
+                d.mtime = SystemTime::now().max(d.mtime + std::time::Duration::from_nanos(1));
+            }
+        }
+        Ok(())
     }
 
     /// Changes attributes; a size change on a file not open is committed at once.
@@ -836,12 +914,19 @@ impl Vfs {
 
     /// Turns the closed new file `ino` (named `name` in `dir`) into a secret.
     fn promote(&mut self, ino: Ino, dir: Ino, name: &Name) -> Result<(), FsError> {
+        self.promote_unsaved(ino, dir, name)?;
+        self.save()
+    }
+
+    /// [`Vfs::promote`] without the save: `sweep` names every due file, then saves once (one
+    /// fsync for a whole `cp -r` worth of files, not one each).
+    fn promote_unsaved(&mut self, ino: Ino, dir: Ino, name: &Name) -> Result<(), FsError> {
         let (repo, secret, tag) = self.new_secret_target(dir, name)?;
         self.adopt(ino, &repo, &secret)?;
         if let Some(t) = tag {
             self.node.tag(&t, name, &repo, &secret).map_err(core_err)?;
         }
-        self.save()
+        Ok(())
     }
 
     /// Removes what a bound entry named: the secret (in a repository) or the tag entry.
@@ -1421,7 +1506,7 @@ impl Vfs {
             note(self.finalize_detached(dir, &name));
         }
         for (ino, dir, name) in promote {
-            note(self.promote(ino, dir, &name));
+            note(self.promote_unsaved(ino, dir, &name));
         }
         for ino in commit {
             note(self.commit_file(ino, None));

@@ -139,6 +139,44 @@ fn cli_goes_through_the_daemon_and_the_mount_sees_it() {
     )));
 }
 
+/// The kernel caches folder listings (the daemon answers no OPENDIR); every change must still
+/// show: at once for changes made in the folder itself or through the CLI, and once the
+/// folder's attributes expire (1 s) for a change made through another folder.
+#[test]
+fn cached_folder_listings_follow_every_change() {
+    let Some(m) = seeded() else { return };
+    let names = |rel: &str| {
+        let mut v: Vec<String> = fs::read_dir(m.p(rel)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names("repos/aws"), ["key", "secret"]);
+    assert_eq!(names("repos/aws"), ["key", "secret"]); // served from the kernel's cache
+                                                       // Through the CLI: invalidated before the command returns.
+    let o = crate::util::run_with_stdin(m.cli().args(["put", "aws/new"]), b"n");
+    assert!(o.status.success(), "{}", crate::util::stderr(&o));
+    assert_eq!(names("repos/aws"), ["key", "new", "secret"]);
+    assert!(run(m.cli().args(["tag", "prod", "aws/new"])).status.success());
+    assert_eq!(names("tags/prod"), ["key", "new"]);
+    assert!(run(m.cli().args(["rm", "aws/new"])).status.success());
+    assert_eq!(names("repos/aws"), ["key", "secret"]);
+    assert_eq!(names("tags/prod"), ["key"]);
+    assert_eq!(names("repos"), ["aws"]);
+    assert!(run(m.cli().args(["put", "gcp/token"]).stdin(std::process::Stdio::null())).status.success());
+    assert_eq!(names("repos"), ["aws", "gcp"]);
+    // In the folder itself, through the mount: the kernel drops its own cache.
+    fs::write(m.p("repos/aws/third"), b"3").unwrap();
+    assert_eq!(names("repos/aws"), ["key", "secret", "third"]);
+    fs::remove_file(m.p("repos/aws/third")).unwrap();
+    assert_eq!(names("repos/aws"), ["key", "secret"]);
+    // Through another folder: the secret goes from its tag folder too; the name itself is
+    // looked up afresh at once, the cached listing follows within the attribute lifetime.
+    assert_eq!(names("tags/prod"), ["key"]);
+    fs::remove_file(m.p("repos/aws/key")).unwrap();
+    assert!(fs::metadata(m.p("tags/prod/key")).is_err());
+    assert!(wait_for(5, || names("tags/prod").is_empty()), "tags/prod still lists {:?}", names("tags/prod"));
+}
+
 #[test]
 fn unmount_writes_everything_and_the_node_keeps_it() {
     let Some(mut m) = seeded() else { return };

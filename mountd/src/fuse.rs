@@ -47,11 +47,21 @@ const FOPEN_NOFLUSH: FopenFlags = FopenFlags::FOPEN_NOFLUSH;
 pub struct FuseFs {
     shared: Shared,
     destroyed: Sender<()>,
+    owner: u32,
 }
 
 impl FuseFs {
     pub fn new(shared: Shared, destroyed: Sender<()>) -> Self {
-        FuseFs { shared, destroyed }
+        FuseFs { shared, destroyed, owner: polykey::runtime::euid() }
+    }
+
+    /// Whether a request by path must be refused: fuser (`SessionACL::RootAndOwner`, the
+    /// least it allows with auto_unmount) already refuses every user but the owner and root;
+    /// this refuses root too, when root is not the owner. Requests on open handles (read,
+    /// write, readdir, fsync, release) are not checked, as the kernel may send them without
+    /// the caller's uid.
+    fn refused(&self, req: &Request) -> bool {
+        req.uid() != self.owner
     }
 
     /// Runs `f` on the filesystem core. Invalidations it asks for are dropped: file names have
@@ -130,7 +140,10 @@ impl Filesystem for FuseFs {
         let _ = self.destroyed.send(());
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if self.refused(req) {
+            return reply.error(Errno::EACCES);
+        }
         match self.with(|v| v.lookup(parent.0, name.as_bytes())) {
             Ok(a) => reply_entry(reply, &a),
             Err(e) => reply.error(errno(&e)),
@@ -141,7 +154,10 @@ impl Filesystem for FuseFs {
         self.with(|v| v.forget(ino.0));
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if self.refused(req) {
+            return reply.error(Errno::EACCES);
+        }
         match self.with(|v| v.getattr(ino.0)) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
             Err(e) => reply.error(errno(&e)),
@@ -150,7 +166,7 @@ impl Filesystem for FuseFs {
 
     fn setattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         mode: Option<u32>,
         uid: Option<u32>,
@@ -166,6 +182,9 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        if self.refused(req) {
+            return reply.error(Errno::EACCES);
+        }
         let set = SetAttr { size, mtime: mtime.map(time), mode, uid, gid };
         match self.with(|v| v.setattr(ino.0, set)) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
@@ -173,39 +192,57 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+    fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
+        if self.refused(req) {
+            return reply.error(Errno::EACCES);
+        }
         match self.with(|v| v.readlink(ino.0)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn mknod(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
+    fn mknod(&self, req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
+        if self.refused(req) {
+            return reply.error(Errno::EACCES);
+        }
         reply.error(Errno::EPERM);
     }
 
-    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        if self.refused(req) {
+            return reply.error(Errno::EACCES);
+        }
         match self.with(|v| v.mkdir(parent.0, name.as_bytes())) {
             Ok(a) => reply_entry(reply, &a),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.refused(req) {
+            return reply.error(Errno::EACCES);
+        }
         match self.with(|v| v.unlink(parent.0, name.as_bytes())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+    fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if self.refused(req) {
+            return reply.error(Errno::EACCES);
+        }
         match self.with(|v| v.rmdir(parent.0, name.as_bytes())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn symlink(&self, _req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        if self.refused(req) {
+            return reply.error(Errno::EACCES);
+        }
         match self.with(|v| v.symlink(parent.0, link_name.as_bytes(), target.as_os_str().as_bytes())) {
             Ok(a) => reply_entry(reply, &a),
             Err(e) => reply.error(errno(&e)),
@@ -214,7 +251,7 @@ impl Filesystem for FuseFs {
 
     fn rename(
         &self,
-        _req: &Request,
+        req: &Request,
         parent: INodeNo,
         name: &OsStr,
         newparent: INodeNo,
@@ -222,13 +259,19 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        if self.refused(req) {
+            return reply.error(Errno::EACCES);
+        }
         match self.with(|v| v.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), flags.bits())) {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(errno(&e)),
         }
     }
 
-    fn link(&self, _req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        if self.refused(req) {
+            return reply.error(Errno::EACCES);
+        }
         match self.with(|v| v.link(ino.0, newparent.0, newname.as_bytes())) {
             Ok(a) => reply_entry(reply, &a),
             Err(e) => reply.error(errno(&e)),
@@ -236,6 +279,9 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if self.refused(req) {
+            return reply.error(Errno::EACCES);
+        }
         let flags = flags.0;
         let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
         let open_flags = if read_only { FOPEN_KEEP_CACHE | FOPEN_NOFLUSH } else { FOPEN_KEEP_CACHE };
@@ -312,6 +358,20 @@ impl Filesystem for FuseFs {
         }
     }
 
+    /// Folder listings are cached by the kernel (`FOPEN_CACHE_DIR`, kept across opens with
+    /// `FOPEN_KEEP_CACHE`) until it changes the folder itself or sees its mtime move
+    /// (`Vfs::getattr` moves it whenever the listing changed, whatever changed it); commands
+    /// through the control socket invalidate the folders they change. Not ENOSYS (the kernel's
+    /// zero-message opendir): fusermount3's auto_unmount decides that a mount is dead by
+    /// opening its root and getting ENOTCONN, which an opendir that never asks the daemon
+    /// doesn't give, so a kill -9 would leave the mount behind.
+    fn opendir(&self, req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        if self.refused(req) {
+            return reply.error(Errno::EACCES);
+        }
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE);
+    }
+
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let entries = match self.with(|v| v.readdir(ino.0)) {
             Ok(e) => e,
@@ -338,12 +398,18 @@ impl Filesystem for FuseFs {
         }
     }
 
-    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+    fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        if self.refused(req) {
+            return reply.error(Errno::EACCES);
+        }
         let s = self.with(|v| v.statfs());
         reply.statfs(s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize);
     }
 
     fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
+        if self.refused(req) {
+            return reply.error(Errno::EACCES);
+        }
         let pid = req.pid();
         match self.with(|v| v.create(parent.0, name.as_bytes()).inspect(|(_, fh)| v.set_owner(*fh, pid))) {
             Ok((a, fh)) => reply.created(entry_ttl(&a), &file_attr(&a), Generation(0), FileHandle(fh), FOPEN_KEEP_CACHE),
