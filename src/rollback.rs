@@ -26,15 +26,18 @@ fn record_path(node: &Node) -> Option<PathBuf> {
     Some(state_dir()?.join(&sha1_smol::Sha1::from(&key).digest().to_string()[..24]))
 }
 
-fn remembered(node: &Node) -> Option<(u32, u64)> {
-    let text = std::fs::read_to_string(record_path(node)?).ok()?;
+fn read_seen(path: &std::path::Path) -> Option<(u32, u64)> {
+    let text = std::fs::read_to_string(path).ok()?;
     let (e, s) = text.trim().split_once(' ')?;
     Some((e.parse().ok()?, s.parse().ok()?))
 }
 
-/// Fails if `node` is older than the newest state of it seen here before.
-pub fn check(node: &Node) -> Result<()> {
-    match remembered(node) {
+fn remembered(node: &Node) -> Option<(u32, u64)> {
+    read_seen(&record_path(node)?)
+}
+
+fn rolled_back(node: &Node, seen: Option<(u32, u64)>) -> Result<()> {
+    match seen {
         Some(seen) if node.position() < seen => Err(Error::Rollback {
             node: node.path().to_owned(),
             seen,
@@ -45,11 +48,31 @@ pub fn check(node: &Node) -> Result<()> {
     }
 }
 
+/// Fails if `node` is older than the newest state of it seen here before.
+pub fn check(node: &Node) -> Result<()> {
+    rolled_back(node, remembered(node))
+}
+
+/// [`check`], then [`record`], reading the remembered position once (the mount daemon's
+/// start-up).
+pub fn check_and_record(node: &Node) -> Result<()> {
+    let Some(path) = record_path(node) else { return Ok(()) };
+    let seen = read_seen(&path);
+    rolled_back(node, seen)?;
+    write_if_newer(node, &path, seen);
+    Ok(())
+}
+
 /// Remembers `node`'s current position as the newest seen (if it is). Failures are ignored:
 /// detection is a safety net, and must never stop a user from reaching their secrets.
 pub fn record(node: &Node) {
     let Some(path) = record_path(node) else { return };
-    if remembered(node).is_some_and(|seen| seen >= node.position()) {
+    let seen = read_seen(&path);
+    write_if_newer(node, &path, seen);
+}
+
+fn write_if_newer(node: &Node, path: &std::path::Path, seen: Option<(u32, u64)>) {
+    if seen.is_some_and(|seen| seen >= node.position()) {
         return;
     }
     let _ = (|| -> std::io::Result<()> {

@@ -111,8 +111,7 @@ pub fn open_node(args: &Args) -> Result<(polykey::Node, PathBuf, Option<String>)
     if args.accept_rollback {
         polykey::rollback::accept(&node);
     } else {
-        polykey::rollback::check(&node).map_err(|e| e.to_string())?;
-        polykey::rollback::record(&node);
+        polykey::rollback::check_and_record(&node).map_err(|e| e.to_string())?;
     }
     let note = node
         .discarded_tail()
@@ -198,6 +197,7 @@ mod unix {
             }
         };
         let fg = args.foreground;
+        name_fusermount();
         let hardening = sys::harden();
         if !fg {
             sys::setsid();
@@ -209,6 +209,26 @@ mod unix {
                 report(fg, &format!("error: {msg}"));
                 ExitCode::FAILURE
             }
+        }
+    }
+
+    /// Names fusermount3 for fuser through `FUSERMOUNT_PATH`, unless the user already did: fuser
+    /// otherwise runs `fusermount3 -h` just to find out whether it exists, a whole process on the
+    /// way to "ready" (~1 ms idle, several on a busy machine). Found on PATH the way exec would
+    /// find it; when it is not there, fuser keeps its own search (fusermount, /sbin, /bin).
+    /// Called first thing, while this process has a single thread.
+    fn name_fusermount() {
+        use std::os::unix::fs::PermissionsExt;
+        if std::env::var_os("FUSERMOUNT_PATH").is_some() {
+            return;
+        }
+        let Some(path) = std::env::var_os("PATH") else { return };
+        let found = std::env::split_paths(&path)
+            .filter(|d| d.is_absolute())
+            .map(|d| d.join("fusermount3"))
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0));
+        if let Some(p) = found {
+            std::env::set_var("FUSERMOUNT_PATH", p);
         }
     }
 
@@ -246,9 +266,13 @@ mod unix {
         let bg = session.spawn().map_err(|e| format!("cannot start the session: {e}"))?;
         let record = MountRecord { pid: std::process::id(), node: node_path.clone(), mountpoint: mountpoint.clone() };
         record.write().map_err(|e| format!("cannot record the mount: {e}"))?;
+        // Ready: the mount is served and recorded, and the control socket is bound (a client
+        // that connects now waits in its backlog). The other threads start after the report:
+        // nothing is lost meanwhile, since the shutdown signals are blocked (they stay pending)
+        // and the events are queued on their channels.
+        report(args.foreground, "ready");
         server::spawn(listener, shared.clone(), record.clone(), events_tx.clone(), bg.notifier());
         spawn_forwarders(events_tx, destroyed_rx);
-        report(args.foreground, "ready");
         if !args.foreground {
             if let Some(f) = open_log() {
                 let _ = sys::redirect_stderr(&f);
