@@ -11,7 +11,7 @@ use polykey::runtime;
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How long `unmount` waits for the daemon to exit after it has written everything out and
 /// detached the mount (it stays while files opened on the old mount are still open).
@@ -121,19 +121,15 @@ pub fn unmount(g: &Global, mountpoint: &Path) -> Result<(), Failure> {
             )))
         }
     }
-    let start = Instant::now();
-    while rec.alive() {
-        if start.elapsed() > UNMOUNT_WAIT {
-            if !g.quiet {
-                eprintln!(
-                    "polykey: unmounted {}; process {} stays until the files still open there are closed, and saves what they write",
-                    mountpoint.display(),
-                    rec.pid
-                );
-            }
-            return Ok(());
+    if !rec.wait_gone(UNMOUNT_WAIT) {
+        if !g.quiet {
+            eprintln!(
+                "polykey: unmounted {}; process {} stays until the files still open there are closed, and saves what they write",
+                mountpoint.display(),
+                rec.pid
+            );
         }
-        std::thread::sleep(Duration::from_millis(20));
+        return Ok(());
     }
     if !g.quiet {
         eprintln!("polykey: unmounted {}", mountpoint.display());
