@@ -9,6 +9,7 @@ use super::header::{Header, SLOT_BYTES};
 use crate::crypto::aead;
 use crate::secret::Key;
 use crate::storage::Storage;
+use std::collections::VecDeque;
 use std::io;
 use zeroize::Zeroizing;
 
@@ -117,9 +118,19 @@ impl FrameHeader {
 
 /// A frame's associated data: the node's id, the frame header, and the frame's offset, so a
 /// frame cannot be moved to another node, another place, or another epoch.
-fn aad(node_id: &[u8; 16], header: &[u8], offset: u64) -> Vec<u8> {
-    [AAD_CONTEXT, node_id, &header[..48], &offset.to_le_bytes()].concat()
+fn aad(node_id: &[u8; 16], header: &[u8], offset: u64) -> [u8; AAD_BYTES] {
+    let mut aad = [0u8; AAD_BYTES];
+    let parts: [&[u8]; 4] = [AAD_CONTEXT, node_id, &header[..48], &offset.to_le_bytes()];
+    let mut at = 0;
+    for part in parts {
+        aad[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    aad
 }
+
+/// Bytes of a frame's associated data.
+const AAD_BYTES: usize = 16 + 16 + 48 + 8;
 
 /// Receives the committed transactions of a replay, frame by frame, as they are decrypted:
 /// the whole log is never in memory at once.
@@ -223,7 +234,9 @@ pub fn replay(file: &[u8], header: &Header, key: &Key, apply: impl FnMut(Transac
         }
     }
     let read = |offset: u64, buf: &mut [u8]| crate::storage::copy_out(file, offset, buf);
-    replay_with(&read, file.len() as u64, header, key, &mut Whole(None, apply)).map_err(|e| match e {
+    let eof = file.len() as u64;
+    let ahead = read_ahead_for(header, eof);
+    replay_with(&read, eof, header, key, &mut Whole(None, apply), ahead).map_err(|e| match e {
         ReplayError::Damaged(d) => d,
         ReplayError::Io(e) => Damage { offset: 0, what: format!("cannot read: {e}") },
     })
@@ -234,7 +247,329 @@ pub fn replay(file: &[u8], header: &Header, key: &Key, apply: impl FnMut(Transac
 pub fn replay_storage(storage: &dyn Storage, header: &Header, key: &Key, sink: &mut dyn Sink) -> Result<Replayed, ReplayError> {
     let eof = storage.len().map_err(ReplayError::Io)?;
     let read = |offset: u64, buf: &mut [u8]| storage.read_exact_at(offset, buf);
-    replay_with(&read, eof, header, key, sink)
+    replay_with(&read, eof, header, key, sink, read_ahead_for(header, eof))
+}
+
+/// Logs at least this long are replayed with a second thread decrypting ahead of the replay.
+const READ_AHEAD_MIN_LOG: u64 = 256 << 10;
+/// Ciphertext bytes read and handed to the decrypting thread ahead of the replay (at least one
+/// frame is, whatever its size): a few frames in memory at once.
+const READ_AHEAD_BYTES: usize = 2 << 20;
+/// At most this many frames ahead, however small.
+const READ_AHEAD_MAX_FRAMES: usize = 64;
+
+/// Whether a log is worth a decrypting thread: its read-ahead budget in bytes, or `None` for
+/// a short log or a machine with one processor.
+fn read_ahead_for(header: &Header, eof: u64) -> Option<usize> {
+    let long = eof.saturating_sub(header.log_start) >= READ_AHEAD_MIN_LOG;
+    (long && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)).then_some(READ_AHEAD_BYTES)
+}
+
+/// A frame's ciphertext to decrypt, in a buffer of at least `len` bytes.
+struct Job {
+    buf: Zeroizing<Vec<u8>>,
+    len: usize,
+    nonce: [u8; aead::NONCE_BYTES],
+    aad: [u8; AAD_BYTES],
+}
+
+impl Job {
+    /// Decrypts the frame in place: its buffer, and the length of its plaintext (or `None`).
+    fn run(mut self, key: &Key) -> Decrypted {
+        let opened = aead::open_in_place(key, &self.nonce, &self.aad, &mut self.buf[..self.len]);
+        (self.buf, opened)
+    }
+}
+
+/// A frame's buffer after decryption, and the length of its plaintext if it authenticated.
+type Decrypted = (Zeroizing<Vec<u8>>, Option<usize>);
+
+/// What the replay and the decrypting thread share: frames read ahead, by number.
+#[derive(Default)]
+struct Shared {
+    /// Frames nobody has begun to decrypt, in log order.
+    todo: VecDeque<(u64, Job)>,
+    /// Frames decrypted and not yet taken by the replay.
+    done: Vec<(u64, Decrypted)>,
+    /// The replay waits for a frame the thread is decrypting.
+    replay_waits: bool,
+    /// The thread waits for frames.
+    thread_waits: bool,
+    /// The replay is over (or the thread is gone): no more work.
+    stop: bool,
+    /// Buffers for the thread to wipe as it stops (half of the work of wiping them all).
+    wipe: Vec<Zeroizing<Vec<u8>>>,
+}
+
+/// [`Shared`] behind its lock, and the signal either side waits on.
+#[derive(Default)]
+struct Pool {
+    shared: std::sync::Mutex<Shared>,
+    signal: std::sync::Condvar,
+}
+
+impl Pool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        // Nothing panics while holding the lock; a poisoned one is still consistent.
+        self.shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn wait<'g>(&self, guard: std::sync::MutexGuard<'g, Shared>) -> std::sync::MutexGuard<'g, Shared> {
+        self.signal.wait(guard).unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The decrypting thread: the oldest frames first, until the replay is over.
+    fn decrypt(&self, key: &Key) {
+        // Ends the replay's wait for this thread, however the thread ends.
+        struct Gone<'p>(&'p Pool);
+        impl Drop for Gone<'_> {
+            fn drop(&mut self) {
+                self.0.lock().stop = true;
+                self.0.signal.notify_all();
+            }
+        }
+        let _gone = Gone(self);
+        let mut shared = self.lock();
+        loop {
+            if shared.stop {
+                let wipe = std::mem::take(&mut shared.wipe);
+                drop(shared);
+                drop(wipe);
+                return;
+            }
+            let Some((n, job)) = shared.todo.pop_front() else {
+                shared.thread_waits = true;
+                shared = self.wait(shared);
+                shared.thread_waits = false;
+                continue;
+            };
+            drop(shared);
+            let decrypted = job.run(key);
+            shared = self.lock();
+            if shared.stop {
+                return; // The buffer is wiped as it drops.
+            }
+            shared.done.push((n, decrypted));
+            if shared.replay_waits {
+                self.signal.notify_all();
+            }
+        }
+    }
+}
+
+/// A frame read ahead: its number, where it is, its header and its length.
+struct Ahead {
+    n: u64,
+    at: u64,
+    hb: [u8; FRAME_HEADER_BYTES],
+    len: usize,
+}
+
+/// Reading ahead, seen from the replay.
+struct Reader<'a> {
+    pool: &'a Pool,
+    /// The frames read ahead, in log order (they are decrypting or decrypted).
+    queue: VecDeque<Ahead>,
+    /// Ciphertext bytes in `queue`.
+    queued: usize,
+    budget: usize,
+    /// Number of the next frame read ahead.
+    count: u64,
+    /// Where reading ahead goes on, and the sequence number a frame there must have; `None`
+    /// once it met anything but a plain next frame (the replay reads that itself).
+    next: Option<(u64, u64)>,
+}
+
+/// Where the replay gets its frames: positional reads, plus (for a long log) reading ahead,
+/// with a second thread decrypting the next frames while the replay applies this one (and
+/// the replay, rather than wait for that thread, decrypting the last frame read ahead).
+///
+/// The replay sees exactly what reading and decrypting each frame as it comes to it would
+/// give: frames are read ahead only while they are the plain continuation of the log (the
+/// replay's own checks on a frame header pass), the replay takes them in log order, and a
+/// failure to read ahead is not kept (the replay reads that place itself when, and if, it
+/// gets there). Every buffer is wiped as it drops, wherever it is when the replay stops.
+struct Frames<'a> {
+    read: ReadAt<'a>,
+    eof: u64,
+    header: &'a Header,
+    key: &'a Key,
+    ahead: Option<Reader<'a>>,
+    /// The buffer of the frame the replay has now.
+    current: Zeroizing<Vec<u8>>,
+    /// Buffers to reuse.
+    spare: Vec<Zeroizing<Vec<u8>>>,
+}
+
+/// Buffers kept for reuse.
+const SPARE_BUFFERS: usize = 4;
+
+impl Drop for Frames<'_> {
+    fn drop(&mut self) {
+        let Some(r) = &self.ahead else { return };
+        // Stops the thread, which wipes half of the buffers as it goes (the other half, and
+        // the frames nobody took, are wiped here meanwhile).
+        let mut buffers = std::mem::take(&mut self.spare);
+        buffers.push(std::mem::take(&mut self.current));
+        let mine = buffers.split_off(buffers.len() / 2);
+        let mut shared = r.pool.lock();
+        shared.stop = true;
+        shared.wipe.extend(buffers);
+        let (todo, done) = (std::mem::take(&mut shared.todo), std::mem::take(&mut shared.done));
+        drop(shared);
+        r.pool.signal.notify_all();
+        drop((todo, done, mine));
+    }
+}
+
+impl<'a> Frames<'a> {
+    /// Frames read and decrypted as the replay asks for them.
+    fn new(read: ReadAt<'a>, eof: u64, header: &'a Header, key: &'a Key) -> Self {
+        Frames { read, eof, header, key, ahead: None, current: Zeroizing::default(), spare: Vec::new() }
+    }
+
+    /// Reads up to `budget` bytes ahead, decrypted by a thread of `scope` too (unless no
+    /// thread can be started: then frames come as [`Frames::new`] gives them).
+    fn read_ahead_with<'s>(&mut self, scope: &'s std::thread::Scope<'s, '_>, pool: &'a Pool, budget: usize)
+    where
+        'a: 's,
+    {
+        let key = self.key;
+        if std::thread::Builder::new().name("polykey-decrypt".into()).spawn_scoped(scope, move || pool.decrypt(key)).is_ok() {
+            let next = Some((self.header.log_start, 0));
+            self.ahead = Some(Reader { pool, queue: VecDeque::new(), queued: 0, budget, count: 0, next });
+        }
+    }
+
+    /// A buffer of at least `len` bytes.
+    fn buffer(&mut self, len: usize) -> Zeroizing<Vec<u8>> {
+        let mut buf = self.spare.pop().unwrap_or_default();
+        ensure_len(&mut buf, len);
+        buf
+    }
+
+    /// Keeps `buf` for reuse (or wipes it).
+    fn recycle(&mut self, buf: Zeroizing<Vec<u8>>) {
+        if !buf.is_empty() && self.spare.len() < SPARE_BUFFERS {
+            self.spare.push(buf);
+        }
+    }
+
+    /// The header of the frame at `at`, where the replay expects sequence number `seq`. The
+    /// replay is done with the frame before.
+    fn header(&mut self, at: u64, seq: u64) -> io::Result<[u8; FRAME_HEADER_BYTES]> {
+        let done = std::mem::take(&mut self.current);
+        self.recycle(done);
+        if self.ahead.as_ref().is_some_and(|r| r.queue.is_empty() && r.next == Some((at, seq))) {
+            self.read_ahead();
+        }
+        if let Some(ahead) = self.ahead.as_ref().and_then(|r| r.queue.front()).filter(|a| a.at == at) {
+            return Ok(ahead.hb);
+        }
+        let mut hb = [0u8; FRAME_HEADER_BYTES];
+        (self.read)(at, &mut hb)?;
+        Ok(hb)
+    }
+
+    /// The frame at `at` (whose header `hb`, decoded as `fh`, passed the replay's checks):
+    /// its buffer, and the length of its plaintext at the start of it, or `None` if it does
+    /// not authenticate.
+    fn body(&mut self, at: u64, hb: &[u8; FRAME_HEADER_BYTES], fh: &FrameHeader) -> io::Result<(&[u8], Option<usize>)> {
+        let len = fh.len as usize;
+        if let Some(r) = self.ahead.as_mut().filter(|r| r.queue.front().is_some_and(|a| a.at == at)) {
+            let ahead = r.queue.pop_front().expect("a frame is queued");
+            debug_assert!(ahead.hb == *hb && ahead.len == len);
+            r.queued -= ahead.len;
+            // Read the next frames while this one is decrypted.
+            self.read_ahead();
+            let (buf, opened) = self.take(ahead.n)?;
+            self.current = buf;
+            return Ok((&self.current[..len], opened));
+        }
+        let mut buf = self.buffer(len);
+        (self.read)(at + FRAME_HEADER_BYTES as u64, &mut buf[..len])?;
+        let opened = aead::open_in_place(self.key, &fh.nonce, &aad(&self.header.node_id, hb, at), &mut buf[..len]);
+        self.current = buf;
+        Ok((&self.current[..len], opened))
+    }
+
+    /// Frame `n` read ahead, decrypted: by the thread, or by the replay itself (the last frame
+    /// read ahead first) while it would otherwise wait.
+    fn take(&mut self, n: u64) -> io::Result<Decrypted> {
+        let pool = self.ahead.as_ref().expect("frames were read ahead").pool;
+        let mut shared = pool.lock();
+        loop {
+            if let Some(i) = shared.done.iter().position(|d| d.0 == n) {
+                return Ok(shared.done.swap_remove(i).1);
+            }
+            if let Some((m, job)) = shared.todo.pop_back() {
+                drop(shared);
+                let decrypted = job.run(self.key);
+                shared = pool.lock();
+                shared.done.push((m, decrypted));
+                continue;
+            }
+            if shared.stop {
+                return Err(io::Error::other("the decrypting thread stopped"));
+            }
+            // The thread has frame `n`.
+            shared.replay_waits = true;
+            shared = pool.wait(shared);
+            shared.replay_waits = false;
+        }
+    }
+
+    /// Reads frames ahead for decryption, while they are the plain continuation of the log
+    /// and the budget allows (at least one frame).
+    fn read_ahead(&mut self) {
+        let header = self.header;
+        loop {
+            let Some(r) = self.ahead.as_mut() else { return };
+            let Some((at, seq)) = r.next else { return };
+            if !r.queue.is_empty() && (r.queued >= r.budget || r.queue.len() >= READ_AHEAD_MAX_FRAMES) {
+                return;
+            }
+            r.next = None; // Unless this frame turns out to be a plain one.
+            if self.eof.saturating_sub(at) < FRAME_HEADER_BYTES as u64 {
+                return;
+            }
+            let mut hb = [0u8; FRAME_HEADER_BYTES];
+            if (self.read)(at, &mut hb).is_err() {
+                return;
+            }
+            // The replay's own checks, which a frame must pass to be decrypted.
+            let Some(fh) = FrameHeader::decode(&hb) else { return };
+            let end = at + FRAME_HEADER_BYTES as u64 + u64::from(fh.len);
+            if fh.epoch != header.epoch
+                || fh.seq != seq
+                || fh.len > MAX_FRAME_CIPHERTEXT
+                || (fh.len as usize) < aead::TAG_BYTES
+                || end > self.eof
+            {
+                return;
+            }
+            let len = fh.len as usize;
+            let mut buf = self.buffer(len);
+            if (self.read)(at + FRAME_HEADER_BYTES as u64, &mut buf[..len]).is_err() {
+                self.recycle(buf);
+                return;
+            }
+            let job = Job { buf, len, nonce: fh.nonce, aad: aad(&header.node_id, &hb, at) };
+            let r = self.ahead.as_mut().expect("checked above");
+            let n = r.count;
+            let mut shared = r.pool.lock();
+            shared.todo.push_back((n, job));
+            let wake = shared.thread_waits;
+            drop(shared);
+            if wake {
+                r.pool.signal.notify_all();
+            }
+            r.queue.push_back(Ahead { n, at, hb, len });
+            r.queued += len;
+            r.count += 1;
+            r.next = Some((end, seq + 1));
+        }
+    }
 }
 
 /// Decrypts the frames of the transaction in `from..to` again, into one buffer.
@@ -262,7 +597,31 @@ fn reread(read: ReadAt<'_>, header: &Header, key: &Key, from: u64, to: u64) -> i
 
 /// The replay itself (docs/FORMAT.md, "Reading the log"), over positional reads of a file
 /// of `eof` bytes.
-fn replay_with(read: ReadAt<'_>, eof: u64, header: &Header, key: &Key, sink: &mut dyn Sink) -> Result<Replayed, ReplayError> {
+fn replay_with(
+    read: ReadAt<'_>,
+    eof: u64,
+    header: &Header,
+    key: &Key,
+    sink: &mut dyn Sink,
+    ahead: Option<usize>,
+) -> Result<Replayed, ReplayError> {
+    match ahead {
+        None => replay_frames(&mut Frames::new(read, eof, header, key), sink),
+        Some(budget) => {
+            let pool = Pool::default();
+            std::thread::scope(|scope| {
+                let mut frames = Frames::new(read, eof, header, key);
+                frames.read_ahead_with(scope, &pool, budget);
+                replay_frames(&mut frames, sink)
+            })
+        }
+    }
+}
+
+/// The loop of [`replay_with`], taking its frames from `frames` (which may read and decrypt
+/// ahead; nothing it finds there takes effect before this loop gets to it).
+fn replay_frames(frames: &mut Frames<'_>, sink: &mut dyn Sink) -> Result<Replayed, ReplayError> {
+    let (read, eof, header, key) = (frames.read, frames.eof, frames.header, frames.key);
     let damage = |offset: u64, what: &str| Damage { offset, what: what.to_owned() };
     if header.base_end > eof {
         return Err(ReplayError::Damaged(damage(eof, "file is shorter than its last checkpoint (truncated)")));
@@ -275,8 +634,6 @@ fn replay_with(read: ReadAt<'_>, eof: u64, header: &Header, key: &Key, sink: &mu
     let mut pending: Option<(u64, bool)> = None;
     let mut has_tail = false;
     let mut discarded = None;
-    // One frame's bytes at a time, decrypted in place; wiped as it drops (or is replaced).
-    let mut buf: Zeroizing<Vec<u8>> = Zeroizing::default();
     // A failure in the base region, or followed by a valid frame, is damage; otherwise it is
     // the end of a save that was cut short (zeros or stale bytes after a power cut included).
     let tail_or_damage = |at: u64, seq: u64, what: &str| -> Result<Option<Damage>, ReplayError> {
@@ -298,8 +655,7 @@ fn replay_with(read: ReadAt<'_>, eof: u64, header: &Header, key: &Key, sink: &mu
             discarded = Some(damage(at, "save cut short inside a frame header"));
             break;
         }
-        let mut hb = [0u8; FRAME_HEADER_BYTES];
-        read(at, &mut hb).map_err(ReplayError::Io)?;
+        let hb = frames.header(at, seq).map_err(ReplayError::Io)?;
         let Some(fh) = FrameHeader::decode(&hb) else {
             discarded = tail_or_damage(at, seq, "frame header checksum mismatch")?;
             break;
@@ -327,11 +683,9 @@ fn replay_with(read: ReadAt<'_>, eof: u64, header: &Header, key: &Key, sink: &mu
             discarded = Some(damage(at, "save cut short inside a frame"));
             break;
         }
-        // Read the frame into the (zeroizing) buffer and decrypt it there: no other copy.
-        ensure_len(&mut buf, fh.len as usize);
-        let body = &mut buf[..fh.len as usize];
-        read(at + FRAME_HEADER_BYTES as u64, body).map_err(ReplayError::Io)?;
-        let Some(n) = aead::open_in_place(key, &fh.nonce, &aad(&header.node_id, &hb, at), body) else {
+        // The frame, read into a (zeroizing) buffer and decrypted there: no other copy.
+        let (body, opened) = frames.body(at, &hb, &fh).map_err(ReplayError::Io)?;
+        let Some(n) = opened else {
             discarded = tail_or_damage(at, seq + 1, "authentication failed")?;
             break;
         };
@@ -372,7 +726,20 @@ fn replay_with(read: ReadAt<'_>, eof: u64, header: &Header, key: &Key, sink: &mu
 
 /// Encrypts `plaintext` as the frames of one transaction starting at `pos`.
 fn seal_frames(header: &Header, key: &Key, pos: Position, epoch: u32, plaintext: &[u8], reset: bool) -> io::Result<(Vec<u8>, u64)> {
-    let chunks: Vec<&[u8]> = if plaintext.is_empty() { vec![&[][..]] } else { plaintext.chunks(MAX_FRAME_PLAINTEXT).collect() };
+    seal_frames_of(header, key, pos, epoch, plaintext, reset, MAX_FRAME_PLAINTEXT)
+}
+
+/// [`seal_frames`] with at most `chunk` bytes of plaintext a frame (tests use small ones).
+fn seal_frames_of(
+    header: &Header,
+    key: &Key,
+    pos: Position,
+    epoch: u32,
+    plaintext: &[u8],
+    reset: bool,
+    chunk: usize,
+) -> io::Result<(Vec<u8>, u64)> {
+    let chunks: Vec<&[u8]> = if plaintext.is_empty() { vec![&[][..]] } else { plaintext.chunks(chunk).collect() };
     let mut out = Vec::with_capacity(plaintext.len() + chunks.len() * (FRAME_HEADER_BYTES + aead::TAG_BYTES));
     let mut seq = pos.next_seq;
     for (i, chunk) in chunks.iter().enumerate() {
@@ -469,4 +836,172 @@ pub fn compact(storage: &mut dyn Storage, header: &mut Header, key: &Key, pos: &
     storage.truncate(header.base_end)?;
     storage.sync()?;
     Ok(pos.end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crypto::kdf::KdfParams;
+    use crate::secret::Passphrase;
+
+    /// What a sink was given, in order, and what the replay said at the end.
+    #[derive(Default)]
+    struct Record {
+        events: Vec<String>,
+        /// The commit (counted from 0) that fails to apply, and with what.
+        fail_commit: Option<(usize, ApplyError)>,
+        commits: usize,
+        /// Whether commits ask for the whole transaction again.
+        rereads: bool,
+    }
+
+    impl Sink for Record {
+        fn frame(&mut self, offset: u64, first: bool, reset: bool, plaintext: &[u8]) {
+            self.events.push(format!("frame {offset} {first} {reset} {plaintext:?}"));
+        }
+        fn commit(&mut self, whole: &mut dyn FnMut() -> io::Result<Zeroizing<Vec<u8>>>) -> Result<(), ApplyError> {
+            let n = self.commits;
+            self.commits += 1;
+            if self.rereads {
+                let again = whole().map_err(ApplyError::Io)?;
+                self.events.push(format!("whole {:?}", &again[..]));
+            }
+            self.events.push(format!("commit {n}"));
+            match self.fail_commit.take() {
+                Some((at, e)) if at == n => Err(e),
+                other => {
+                    self.fail_commit = other;
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// A node file: header slots, then transactions (plaintext, RESET, plaintext bytes a
+    /// frame); returns the file, its header and key.
+    fn node(txns: &[(Vec<u8>, bool, usize)]) -> (Vec<u8>, Header, Key) {
+        let (mut header, key) =
+            Header::create(&Passphrase::new(b"p".to_vec()), KdfParams { memory_kib: 8, time_cost: 1, parallelism: 1 }).unwrap();
+        let mut storage = crate::storage::MemStorage::default();
+        write_header(&mut storage, &mut header, &key).unwrap();
+        let mut pos = Position { epoch: header.epoch, next_seq: 0, end: header.log_start };
+        for (plaintext, reset, chunk) in txns {
+            let (bytes, frames) = seal_frames_of(&header, &key, pos, pos.epoch, plaintext, *reset, *chunk).unwrap();
+            storage.write_at(pos.end, &bytes).unwrap();
+            pos.end += bytes.len() as u64;
+            pos.next_seq += frames;
+        }
+        (storage.bytes, header, key)
+    }
+
+    /// The replay of `file` as the sink and the outcome see it, reading ahead with `ahead`;
+    /// reads at `fail_from` or beyond fail.
+    fn outcome(file: &[u8], header: &Header, key: &Key, ahead: Option<usize>, fail_from: u64, sink: &mut Record) -> String {
+        let read = |offset: u64, buf: &mut [u8]| {
+            if offset + buf.len() as u64 > fail_from {
+                return Err(io::Error::other("injected"));
+            }
+            crate::storage::copy_out(file, offset, buf)
+        };
+        let r = replay_with(&read, file.len() as u64, header, key, sink, ahead);
+        format!("{:?}\n{}", r, sink.events.join("\n"))
+    }
+
+    /// Replays `file` decrypting as it goes, and reading ahead one frame and many: the same.
+    fn same_every_way(file: &[u8], header: &Header, key: &Key, fail_from: u64, fail_commit: Option<usize>, rereads: bool) -> String {
+        let sink = || Record { fail_commit: fail_commit.map(|n| (n, ApplyError::Damaged("bad".into()))), rereads, ..Record::default() };
+        let plain = outcome(file, header, key, None, fail_from, &mut sink());
+        for ahead in [Some(1), Some(usize::MAX)] {
+            assert_eq!(
+                outcome(file, header, key, ahead, fail_from, &mut sink()),
+                plain,
+                "reading ahead {ahead:?}, reads fail from {fail_from}, commit {fail_commit:?} fails"
+            );
+        }
+        plain
+    }
+
+    /// Where each frame of an intact log starts and ends.
+    fn frames_of(file: &[u8], header: &Header) -> Vec<(u64, u64)> {
+        let mut at = header.log_start;
+        let mut frames = vec![];
+        while at < file.len() as u64 {
+            let fh = FrameHeader::decode(&file[at as usize..at as usize + FRAME_HEADER_BYTES]).unwrap();
+            let end = at + (FRAME_HEADER_BYTES as u64) + u64::from(fh.len);
+            frames.push((at, end));
+            at = end;
+        }
+        frames
+    }
+
+    fn txns() -> Vec<(Vec<u8>, bool, usize)> {
+        let bytes = |n: usize, b: u8| (0..n).map(|i| b.wrapping_add(i as u8)).collect::<Vec<u8>>();
+        vec![
+            (bytes(200, 1), true, 64),
+            (bytes(30, 2), false, 1000),
+            (Vec::new(), false, 1000),
+            (bytes(150, 3), false, 50),
+            (bytes(90, 4), true, 40),
+            (bytes(10, 5), false, 1000),
+            (bytes(120, 6), false, 1000),
+        ]
+    }
+
+    #[test]
+    fn reading_ahead_changes_nothing_on_an_intact_log() {
+        let (file, header, key) = node(&txns());
+        let all = same_every_way(&file, &header, &key, u64::MAX, None, false);
+        assert!(all.starts_with("Ok("), "{all}");
+        assert_eq!(all.matches("commit").count(), txns().len());
+        same_every_way(&file, &header, &key, u64::MAX, None, true);
+    }
+
+    #[test]
+    fn reading_ahead_changes_nothing_on_a_damaged_or_torn_log() {
+        let (file, header, key) = node(&txns());
+        let start = header.log_start as usize;
+        // Every byte of every frame header; the first, a middle and the last byte of a body.
+        let mut places = vec![];
+        for (at, end) in frames_of(&file, &header) {
+            let body = at + FRAME_HEADER_BYTES as u64;
+            places.extend((at..body).chain([body, (body + end) / 2, end - 1]));
+        }
+        for at in places {
+            let mut damaged = file.clone();
+            damaged[at as usize] ^= 1;
+            same_every_way(&damaged, &header, &key, u64::MAX, None, false);
+            same_every_way(&file[..at as usize], &header, &key, u64::MAX, None, false);
+        }
+        // A log that ends in zeros, and one whose tail is an older copy of its frames.
+        let mut zeros = file.clone();
+        zeros.extend_from_slice(&[0; 300]);
+        same_every_way(&zeros, &header, &key, u64::MAX, None, false);
+        let mut stale = file.clone();
+        stale.extend_from_slice(&file[start..start + 400]);
+        same_every_way(&stale, &header, &key, u64::MAX, None, false);
+    }
+
+    #[test]
+    fn what_is_read_ahead_takes_effect_in_log_order() {
+        let (file, header, key) = node(&txns());
+        // Reads fail from each frame's start, inside its header, at its body, inside and at
+        // its end.
+        let mut places = vec![file.len() as u64];
+        for (at, end) in frames_of(&file, &header) {
+            places.extend([at, at + 1, at + FRAME_HEADER_BYTES as u64, at + FRAME_HEADER_BYTES as u64 + 1, end - 1]);
+        }
+        for fail_from in places {
+            same_every_way(&file, &header, &key, fail_from, None, false);
+            same_every_way(&file, &header, &key, fail_from, None, true);
+            for n in 0..txns().len() {
+                same_every_way(&file, &header, &key, fail_from, Some(n), false);
+            }
+        }
+        // The commit that fails comes first, whatever follows it: damage, not a read error.
+        for n in 0..txns().len() {
+            let out = same_every_way(&file, &header, &key, u64::MAX, Some(n), false);
+            assert!(out.starts_with("Err(Damaged"), "{out}");
+            assert_eq!(out.matches("commit").count(), n + 1);
+        }
+    }
 }
