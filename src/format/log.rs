@@ -596,7 +596,9 @@ fn reread(read: ReadAt<'_>, header: &Header, key: &Key, from: u64, to: u64) -> i
 }
 
 /// The replay itself (docs/FORMAT.md, "Reading the log"), over positional reads of a file
-/// of `eof` bytes.
+/// of `eof` bytes. With `ahead`, frames are read up to that many bytes ahead of the replay
+/// and decrypted on a second thread too (see [`Frames`]: the outcome is the same); without,
+/// each frame is read and decrypted as the replay comes to it.
 fn replay_with(
     read: ReadAt<'_>,
     eof: u64,
