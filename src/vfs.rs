@@ -195,7 +195,17 @@ struct Dir {
     /// for as long as its mtime stays the same, so `getattr` moves the mtime whenever the
     /// listing changed, whatever changed it.
     listed: u64,
+    /// When `listed` was last computed: `getattr` recomputes it at most every
+    /// [`RELIST_EVERY`] (a GETATTR follows every change the kernel makes in a folder, and
+    /// hashing `repos/` on each would make `cp -r` quadratic).
+    listed_at: Option<Instant>,
 }
+
+/// How often `getattr` may recompute a folder's listing hash. The kernel drops its cached
+/// listing at once for changes it makes itself, and control-socket commands force the
+/// recompute; this bounds only how late a change made through another folder shows: this
+/// plus the attribute lifetime.
+const RELIST_EVERY: Duration = Duration::from_millis(250);
 
 struct File {
     /// The secret this inode currently is, if any.
@@ -279,7 +289,8 @@ impl Vfs {
     /// A filesystem over `node`, owned by `uid`/`gid`.
     pub fn new(node: Node, uid: u32, gid: u32) -> Vfs {
         let now = SystemTime::now();
-        let dir = |kind| Inode::Dir(Dir { kind, local: BTreeMap::new(), detached: BTreeMap::new(), mtime: now, listed: 0 });
+        let dir =
+            |kind| Inode::Dir(Dir { kind, local: BTreeMap::new(), detached: BTreeMap::new(), mtime: now, listed: 0, listed_at: None });
         let inodes = HashMap::from([(ROOT_INO, dir(DirKind::Root)), (REPOS_INO, dir(DirKind::Repos)), (TAGS_INO, dir(DirKind::Tags))]);
         Vfs {
             node,
@@ -332,7 +343,7 @@ impl Vfs {
         changed.extend(self.forget_names(names_before));
         // The kernel may hold these folders' listings: drop them, and move their mtimes.
         for dir in changed {
-            let _ = self.note_listing(dir);
+            let _ = self.note_listing(dir, true);
             self.invalidations.push(Invalidation::Inode(dir));
         }
         if let Err(e) = self.node.save() {
@@ -477,7 +488,14 @@ impl Vfs {
         }
         let name = name.clone();
         let is_repo = matches!(kind, DirKind::Repo(_));
-        let ino = self.alloc(Inode::Dir(Dir { kind, local: BTreeMap::new(), detached: BTreeMap::new(), mtime: self.started, listed: 0 }));
+        let ino = self.alloc(Inode::Dir(Dir {
+            kind,
+            local: BTreeMap::new(),
+            detached: BTreeMap::new(),
+            mtime: self.started,
+            listed: 0,
+            listed_at: None,
+        }));
         if is_repo {
             self.repo_dirs.insert(name, ino)
         } else {
@@ -628,7 +646,7 @@ impl Vfs {
     pub fn getattr(&mut self, ino: Ino) -> Result<Attr, FsError> {
         let (uid, gid) = (self.uid, self.gid);
         if matches!(self.inodes.get(&ino), Some(Inode::Dir(_))) {
-            self.note_listing(ino)?;
+            self.note_listing(ino, false)?;
         }
         match self.inodes.get(&ino).ok_or(FsError::NotFound)? {
             Inode::Dir(d) => {
@@ -691,14 +709,19 @@ impl Vfs {
     /// a new mtime or changes the folder itself, so this is what ends a cached listing that
     /// changed behind its back (a tag's entries when their secret goes, a scratch file made a
     /// secret by the tick); the kernel asks again once the folder's attributes expire.
-    fn note_listing(&mut self, ino: Ino) -> Result<(), FsError> {
+    fn note_listing(&mut self, ino: Ino, now: bool) -> Result<(), FsError> {
         use std::hash::{Hash, Hasher};
+        let recent = |d: &Dir| d.listed_at.is_some_and(|t| t.elapsed() < RELIST_EVERY);
+        if !now && matches!(self.inodes.get(&ino), Some(Inode::Dir(d)) if recent(d)) {
+            return Ok(());
+        }
         let mut h = std::collections::hash_map::DefaultHasher::new();
         for (i, kind, name) in self.readdir(ino)? {
             (i, kind as u8, name).hash(&mut h);
         }
         let listed = h.finish();
         if let Some(Inode::Dir(d)) = self.inodes.get_mut(&ino) {
+            d.listed_at = Some(Instant::now());
             if d.listed != listed {
                 d.listed = listed;
                 d.mtime = SystemTime::now().max(d.mtime + std::time::Duration::from_nanos(1));
