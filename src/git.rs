@@ -5,10 +5,10 @@
 //! Parsing is strict and bounded: objects come from files that may be hostile.
 
 use crate::name::{Name, NameKind};
-use flate2::{read::ZlibDecoder, Compress, Compression, FlushCompress, Status};
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use git2::{ObjectType, Oid};
 use std::cell::RefCell;
-use std::io::Read;
+use zeroize::Zeroizing;
 
 /// Largest object (hence secret) accepted, inflated: 64 MiB. Secrets are small; the bound
 /// keeps a hostile object from inflating without limit.
@@ -89,9 +89,8 @@ fn deflate(d: &mut Compress, mut input: &[u8], out: &mut Vec<u8>, flush: FlushCo
 }
 
 /// Inflates and verifies a loose object, checking it is of `want` kind.
-pub fn decode(oid: Oid, zbytes: &[u8], want: ObjectType) -> Result<zeroize::Zeroizing<Vec<u8>>, ObjectError> {
-    let mut raw = zeroize::Zeroizing::new(Vec::new());
-    ZlibDecoder::new(zbytes).take(MAX_OBJECT_BYTES as u64 + 64).read_to_end(&mut raw).map_err(|_| ObjectError::Malformed(oid))?;
+pub fn decode(oid: Oid, zbytes: &[u8], want: ObjectType) -> Result<Zeroizing<Vec<u8>>, ObjectError> {
+    let raw = inflate(oid, zbytes, MAX_OBJECT_BYTES + 64)?;
     let nul = raw.iter().take(32).position(|&b| b == 0).ok_or(ObjectError::Malformed(oid))?;
     let header = std::str::from_utf8(&raw[..nul]).map_err(|_| ObjectError::Malformed(oid))?;
     let (kind, size) = header.split_once(' ').ok_or(ObjectError::Malformed(oid))?;
@@ -119,22 +118,44 @@ pub fn decode(oid: Oid, zbytes: &[u8], want: ObjectType) -> Result<zeroize::Zero
     Ok(body)
 }
 
+/// Inflates at most `limit` bytes of a zlib stream (what follows is left unread: the callers'
+/// checks then see a short or oversized object). One inflater per thread, reset per object:
+/// a fresh one costs a ~40 KiB zeroed allocation and table set-up, several times per save.
+/// The output grows by copying into larger zeroizing buffers, so no plaintext is left behind
+/// in freed memory.
+fn inflate(oid: Oid, zbytes: &[u8], limit: usize) -> Result<Zeroizing<Vec<u8>>, ObjectError> {
+    thread_local! {
+        static INFLATER: RefCell<Decompress> = RefCell::new(Decompress::new(true));
+    }
+    INFLATER.with(|d| {
+        let mut d = d.borrow_mut();
+        d.reset(true);
+        let mut out = Zeroizing::new(Vec::with_capacity(limit.min(zbytes.len().saturating_mul(4).max(64))));
+        loop {
+            let consumed = usize::try_from(d.total_in()).map_err(|_| ObjectError::Malformed(oid))?;
+            let input = zbytes.get(consumed..).ok_or(ObjectError::Malformed(oid))?;
+            let before = (d.total_in(), d.total_out());
+            // Not `Finish`: to miniz, that means all the output fits in this one call.
+            let status = d.decompress_vec(input, &mut out, FlushDecompress::None).map_err(|_| ObjectError::Malformed(oid))?;
+            if status == Status::StreamEnd || out.len() >= limit {
+                return Ok(out);
+            }
+            if out.len() == out.capacity() {
+                let mut bigger = Zeroizing::new(Vec::with_capacity(out.capacity().saturating_mul(2).min(limit)));
+                bigger.extend_from_slice(&out);
+                out = bigger;
+            } else if (d.total_in(), d.total_out()) == before {
+                // No progress with room to spare: the stream is cut short (or its checksum is).
+                return Err(ObjectError::Malformed(oid));
+            }
+        }
+    })
+}
+
 /// The declared size of a loose object, read from its header without inflating the body.
 pub fn peek_size(oid: Oid, zbytes: &[u8]) -> Result<u64, ObjectError> {
-    let mut head = [0u8; 32];
-    let mut n = 0;
-    let mut z = ZlibDecoder::new(zbytes);
-    while n < head.len() {
-        match z.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(_) => return Err(ObjectError::Malformed(oid)),
-        }
-        if head[..n].contains(&0) {
-            break;
-        }
-    }
-    let nul = head[..n].iter().position(|&b| b == 0).ok_or(ObjectError::Malformed(oid))?;
+    let head = inflate(oid, zbytes, 32)?;
+    let nul = head.iter().position(|&b| b == 0).ok_or(ObjectError::Malformed(oid))?;
     let text = std::str::from_utf8(&head[..nul]).map_err(|_| ObjectError::Malformed(oid))?;
     let size: u64 = text.split_once(' ').and_then(|(_, s)| s.parse().ok()).ok_or(ObjectError::Malformed(oid))?;
     if size > MAX_OBJECT_BYTES as u64 {
@@ -248,6 +269,21 @@ mod tests {
         assert_eq!(decode(oid, &z[..z.len() - 3], ObjectType::Blob), Err(ObjectError::Malformed(oid)));
         assert_eq!(peek_size(oid, &z), Ok(6));
         assert_eq!(peek_size(oid, &z[..2]), Err(ObjectError::Malformed(oid)));
+    }
+
+    #[test]
+    fn large_objects_inflate_through_a_growing_buffer_and_reused_inflater() {
+        // Incompressible enough that the output outgrows the first buffer several times.
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let (oid, z) = encode(ObjectType::Blob, &big);
+        for _ in 0..2 {
+            assert_eq!(decode(oid, &z, ObjectType::Blob).map(|b| b.len()), Ok(big.len()));
+            assert_eq!(peek_size(oid, &z), Ok(big.len() as u64));
+        }
+        assert_eq!(decode(oid, &z[..z.len() / 2], ObjectType::Blob), Err(ObjectError::Malformed(oid)));
+        // A failed object leaves nothing behind in the thread's inflater.
+        let (small, zs) = encode(ObjectType::Blob, b"after");
+        assert_eq!(&decode(small, &zs, ObjectType::Blob).unwrap()[..], b"after");
     }
 
     #[test]
