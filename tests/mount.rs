@@ -139,6 +139,22 @@ fn cli_goes_through_the_daemon_and_the_mount_sees_it() {
     )));
 }
 
+/// A listing shows each secret with the inode number `stat` then gives it, whether or not it
+/// had been looked up before (listed secrets get their inode only at the first lookup).
+#[test]
+fn listed_inode_numbers_are_the_ones_stat_gives() {
+    use std::os::unix::fs::DirEntryExt;
+    let Some(m) = seeded() else { return };
+    for dir in ["repos/aws", "tags/prod"] {
+        let listed: Vec<(String, u64)> =
+            fs::read_dir(m.p(dir)).unwrap().map(|e| e.unwrap()).map(|e| (e.file_name().into_string().unwrap(), e.ino())).collect();
+        assert!(!listed.is_empty());
+        for (name, ino) in listed {
+            assert_eq!(fs::metadata(m.p(&format!("{dir}/{name}"))).unwrap().ino(), ino, "{dir}/{name}");
+        }
+    }
+}
+
 /// The kernel caches folder listings (the daemon answers no OPENDIR); every change must still
 /// show: at once for changes made in the folder itself or through the CLI, and once the
 /// folder's attributes expire (1 s) for a change made through another folder.
