@@ -680,7 +680,9 @@ impl Vfs {
     pub fn getattr(&mut self, ino: Ino) -> Result<Attr, FsError> {
         let (uid, gid) = (self.uid, self.gid);
         if matches!(self.inodes.get(&ino), Some(Inode::Dir(_))) {
-            self.note_listing(ino, false)?;
+            // A folder whose listing cannot be read (a damaged tree) still has attributes;
+            // listing it reports the error.
+            let _ = self.note_listing(ino, false);
         }
         match self.inodes.get(&ino).ok_or(FsError::NotFound)? {
             Inode::Dir(d) => {
