@@ -335,11 +335,7 @@ pub fn read_message(r: &mut impl Read) -> io::Result<Option<Zeroizing<Vec<u8>>>>
     let len = len as usize;
     let mut body = Zeroizing::new(Vec::with_capacity(len.min(64 * 1024)));
     while body.len() < len {
-        if body.len() == body.capacity() {
-            let mut bigger = Zeroizing::new(Vec::with_capacity(body.capacity().saturating_mul(2).min(len)));
-            bigger.extend_from_slice(&body);
-            body = bigger;
-        }
+        crate::secret::reserve(&mut body, 1, len);
         let start = body.len();
         let end = body.capacity().min(len);
         body.resize(end, 0);

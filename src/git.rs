@@ -5,9 +5,10 @@
 //! Parsing is strict and bounded: objects come from files that may be hostile.
 
 use crate::name::{Name, NameKind};
-use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+use flate2::{write::ZlibEncoder, Compression, Decompress, FlushDecompress, Status};
 use git2::{ObjectType, Oid};
 use std::cell::RefCell;
+use std::io::Write;
 use zeroize::Zeroizing;
 
 /// Largest object (hence secret) accepted, inflated: 64 MiB. Secrets are small; the bound
@@ -52,24 +53,15 @@ fn kind_name(kind: ObjectType) -> &'static str {
 
 /// Encodes a body as a loose object; returns its id and its zlib bytes.
 pub fn encode(kind: ObjectType, body: &[u8]) -> (Oid, Vec<u8>) {
-    thread_local! {
-        // One deflater per thread, reset for each object: setting one up costs a ~300 KiB
-        // allocation (page faults, locked memory in the daemon), three times per save.
-        static DEFLATER: RefCell<Compress> = RefCell::new(Compress::new(Compression::fast(), true));
-    }
     let oid = Oid::hash_object(kind, body).expect("hashing an in-memory buffer cannot fail");
     let header = format!("{} {}\0", kind_name(kind), body.len());
     if let Some(z) = stored(header.as_bytes(), body) {
         return (oid, z);
     }
-    let mut out = Vec::with_capacity(body.len() / 2 + 64);
-    DEFLATER.with(|d| {
-        let mut d = d.borrow_mut();
-        d.reset();
-        deflate(&mut d, header.as_bytes(), &mut out, FlushCompress::None);
-        deflate(&mut d, body, &mut out, FlushCompress::Finish);
-    });
-    (oid, out)
+    // Objects over 64 KiB (large secrets only) are rare: compressed, with a deflater each.
+    let mut z = ZlibEncoder::new(Vec::with_capacity(body.len() / 2 + 64), Compression::fast());
+    z.write_all(header.as_bytes()).and_then(|()| z.write_all(body)).expect("writing to a Vec cannot fail");
+    (oid, z.finish().expect("writing to a Vec cannot fail"))
 }
 
 /// zlib header of a stream of stored (uncompressed) blocks: deflate, 32 KiB window, fastest
@@ -111,25 +103,6 @@ fn stored_payload(z: &[u8]) -> Option<&[u8]> {
     (adler2::adler32_slice(payload).to_be_bytes() == sum).then_some(payload)
 }
 
-/// Feeds all of `input` to `d`, growing `out` as needed; with `Finish`, until the stream ends.
-fn deflate(d: &mut Compress, mut input: &[u8], out: &mut Vec<u8>, flush: FlushCompress) {
-    loop {
-        if out.capacity() - out.len() < 64 {
-            out.reserve(out.capacity().max(64));
-        }
-        let before = d.total_in();
-        let status = d.compress_vec(input, out, flush).expect("deflating into a Vec cannot fail");
-        input = &input[usize::try_from(d.total_in() - before).expect("bounded by the input")..];
-        let done = match flush {
-            FlushCompress::Finish => status == Status::StreamEnd,
-            _ => input.is_empty(),
-        };
-        if done {
-            return;
-        }
-    }
-}
-
 /// Inflates and verifies a loose object, checking it is of `want` kind.
 pub fn decode(oid: Oid, zbytes: &[u8], want: ObjectType) -> Result<Zeroizing<Vec<u8>>, ObjectError> {
     let raw = inflate(oid, zbytes, MAX_OBJECT_BYTES + 64)?;
@@ -161,10 +134,11 @@ pub fn decode(oid: Oid, zbytes: &[u8], want: ObjectType) -> Result<Zeroizing<Vec
 }
 
 /// Inflates at most `limit` bytes of a zlib stream (what follows is left unread: the callers'
-/// checks then see a short or oversized object). One inflater per thread, reset per object:
-/// a fresh one costs a ~40 KiB zeroed allocation and table set-up, several times per save.
-/// The output grows by copying into larger zeroizing buffers, so no plaintext is left behind
-/// in freed memory.
+/// checks then see a short or oversized object). Stored blocks (what [`encode`] writes for
+/// small objects) are copied out directly; anything else goes through one inflater per thread,
+/// reset per object (a fresh one costs a ~40 KiB zeroed allocation; nodes written before
+/// 2026-11-29 compress every object). The output grows through [`crate::secret::reserve`], so
+/// no plaintext is left behind in freed memory.
 fn inflate(oid: Oid, zbytes: &[u8], limit: usize) -> Result<Zeroizing<Vec<u8>>, ObjectError> {
     if let Some(payload) = stored_payload(zbytes) {
         return Ok(Zeroizing::new(payload[..payload.len().min(limit)].to_vec()));
@@ -186,9 +160,7 @@ fn inflate(oid: Oid, zbytes: &[u8], limit: usize) -> Result<Zeroizing<Vec<u8>>, 
                 return Ok(out);
             }
             if out.len() == out.capacity() {
-                let mut bigger = Zeroizing::new(Vec::with_capacity(out.capacity().saturating_mul(2).min(limit)));
-                bigger.extend_from_slice(&out);
-                out = bigger;
+                crate::secret::reserve(&mut out, 1, limit);
             } else if (d.total_in(), d.total_out()) == before {
                 // No progress with room to spare: the stream is cut short (or its checksum is).
                 return Err(ObjectError::Malformed(oid));

@@ -63,3 +63,18 @@ pub fn fill_random(buf: &mut [u8]) -> std::io::Result<()> {
 
 /// A plaintext buffer that is wiped on drop.
 pub type SecretBytes = Zeroizing<Vec<u8>>;
+
+/// Makes room for `additional` more bytes in `buf` without leaving a copy behind: if it has
+/// too little, its bytes move to a new buffer of at least twice the capacity (at least 64
+/// bytes, at most `limit` unless the bytes asked for need more) and the old one is wiped as
+/// it is dropped, where `Vec`'s own growth would free it unwiped.
+pub fn reserve(buf: &mut SecretBytes, additional: usize, limit: usize) {
+    let needed = buf.len().saturating_add(additional);
+    if needed <= buf.capacity() {
+        return;
+    }
+    let capacity = buf.capacity().saturating_mul(2).max(64).min(limit).max(needed);
+    let mut bigger = Zeroizing::new(Vec::with_capacity(capacity));
+    bigger.extend_from_slice(buf);
+    *buf = bigger;
+}

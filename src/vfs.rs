@@ -438,9 +438,15 @@ impl Vfs {
     }
 
     fn alloc(&mut self, inode: Inode) -> Ino {
+        let ino = self.next_number();
+        self.inodes.insert(ino, inode);
+        ino
+    }
+
+    /// A fresh inode number (numbers are never reused).
+    fn next_number(&mut self) -> Ino {
         let ino = self.next_ino;
         self.next_ino += 1;
-        self.inodes.insert(ino, inode);
         ino
     }
 
@@ -548,8 +554,7 @@ impl Vfs {
         if let Some(i) = self.reserved.get(&h) {
             return *i;
         }
-        let ino = self.next_ino;
-        self.next_ino += 1;
+        let ino = self.next_number();
         self.reserved.insert(h, ino);
         ino
     }
@@ -726,7 +731,7 @@ impl Vfs {
 
     /// The size of a secret's committed content (cached by blob id).
     fn secret_size(&mut self, repo: &Name, secret: &Name) -> Result<u64, FsError> {
-        let oid = self.node.state().repos.get(repo).and_then(|r| r.tree().ok()).and_then(|t| t.get(secret)).copied();
+        let oid = self.node.blob_id(repo, secret);
         if let Some(size) = oid.and_then(|o| self.sizes.get(&o)) {
             return Ok(*size);
         }
@@ -740,11 +745,12 @@ impl Vfs {
         Ok(size)
     }
 
-    /// Moves a folder's mtime forward if its listing changed since it was last reported. The
-    /// kernel keeps a folder's listing cached (no OPENDIR: see the FUSE adapter) until it sees
-    /// a new mtime or changes the folder itself, so this is what ends a cached listing that
-    /// changed behind its back (a tag's entries when their secret goes, a scratch file made a
-    /// secret by the tick); the kernel asks again once the folder's attributes expire.
+    /// Moves a folder's mtime forward if its listing changed since it was last reported (at
+    /// most every [`RELIST_EVERY`], or at once with `now`). The kernel keeps a folder's listing
+    /// cached (`FOPEN_CACHE_DIR`: see the FUSE adapter) until it sees a new mtime or changes
+    /// the folder itself, so this is what ends a cached listing that changed behind its back (a
+    /// tag's entries when their secret goes, a scratch file made a secret by the tick); the
+    /// kernel asks again once the folder's attributes expire.
     fn note_listing(&mut self, ino: Ino, now: bool) -> Result<(), FsError> {
         use std::hash::{Hash, Hasher};
         let recent = |d: &Dir| d.listed_at.is_some_and(|t| t.elapsed() < RELIST_EVERY);
@@ -1135,11 +1141,8 @@ impl Vfs {
         }
         let buf = self.materialize(ino)?;
         if buf.len() < end as usize {
-            // Grow through a fresh zeroizing buffer so no copy of the secret is left behind.
-            let mut bigger = Zeroizing::new(Vec::with_capacity((end as usize).next_power_of_two()));
-            bigger.extend_from_slice(buf);
-            bigger.resize(end as usize, 0);
-            *buf = bigger;
+            crate::secret::reserve(buf, end as usize - buf.len(), usize::MAX);
+            buf.resize(end as usize, 0);
         }
         buf[offset as usize..end as usize].copy_from_slice(data);
         let f = self.file_mut(ino)?;

@@ -55,13 +55,16 @@ impl FuseFs {
         FuseFs { shared, destroyed, owner: polykey::runtime::euid() }
     }
 
-    /// Whether a request by path must be refused: fuser (`SessionACL::RootAndOwner`, the
-    /// least it allows with auto_unmount) already refuses every user but the owner and root;
-    /// this refuses root too, when root is not the owner. Requests on open handles (read,
-    /// write, readdir, fsync, release) are not checked, as the kernel may send them without
-    /// the caller's uid.
-    fn refused(&self, req: &Request) -> bool {
-        req.uid() != self.owner
+    /// [`FuseFs::with`] for a request by path, answered EACCES unless it comes from the owner:
+    /// fuser (`SessionACL::RootAndOwner`, the least it allows with auto_unmount) already
+    /// refuses every user but the owner and root; this refuses root too, when root is not the
+    /// owner. Requests on open handles (read, write, readdir, fsync, release) go through `with`
+    /// unchecked, as the kernel may send them without the caller's uid.
+    fn by_owner<T>(&self, req: &Request, f: impl FnOnce(&mut polykey::vfs::Vfs) -> Result<T, FsError>) -> Result<T, Errno> {
+        if req.uid() != self.owner {
+            return Err(Errno::EACCES);
+        }
+        self.with(f).map_err(|e| errno(&e))
     }
 
     /// Runs `f` on the filesystem core. Invalidations it asks for are dropped: file names have
@@ -141,12 +144,9 @@ impl Filesystem for FuseFs {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        if self.refused(req) {
-            return reply.error(Errno::EACCES);
-        }
-        match self.with(|v| v.lookup(parent.0, name.as_bytes())) {
+        match self.by_owner(req, |v| v.lookup(parent.0, name.as_bytes())) {
             Ok(a) => reply_entry(reply, &a),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -155,12 +155,9 @@ impl Filesystem for FuseFs {
     }
 
     fn getattr(&self, req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        if self.refused(req) {
-            return reply.error(Errno::EACCES);
-        }
-        match self.with(|v| v.getattr(ino.0)) {
+        match self.by_owner(req, |v| v.getattr(ino.0)) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -182,70 +179,50 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        if self.refused(req) {
-            return reply.error(Errno::EACCES);
-        }
         let set = SetAttr { size, mtime: mtime.map(time), mode, uid, gid };
-        match self.with(|v| v.setattr(ino.0, set)) {
+        match self.by_owner(req, |v| v.setattr(ino.0, set)) {
             Ok(a) => reply.attr(&TTL, &file_attr(&a)),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
     fn readlink(&self, req: &Request, ino: INodeNo, reply: ReplyData) {
-        if self.refused(req) {
-            return reply.error(Errno::EACCES);
-        }
-        match self.with(|v| v.readlink(ino.0)) {
+        match self.by_owner(req, |v| v.readlink(ino.0)) {
             Ok(t) => reply.data(&t),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
     fn mknod(&self, req: &Request, _parent: INodeNo, _name: &OsStr, _mode: u32, _umask: u32, _rdev: u32, reply: ReplyEntry) {
-        if self.refused(req) {
-            return reply.error(Errno::EACCES);
-        }
-        reply.error(Errno::EPERM);
+        // EACCES for another user, else EPERM: special files have no place in the tree.
+        reply.error(self.by_owner(req, |_| Err::<(), _>(FsError::NotPermitted)).err().unwrap_or(Errno::EPERM));
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
-        if self.refused(req) {
-            return reply.error(Errno::EACCES);
-        }
-        match self.with(|v| v.mkdir(parent.0, name.as_bytes())) {
+        match self.by_owner(req, |v| v.mkdir(parent.0, name.as_bytes())) {
             Ok(a) => reply_entry(reply, &a),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if self.refused(req) {
-            return reply.error(Errno::EACCES);
-        }
-        match self.with(|v| v.unlink(parent.0, name.as_bytes())) {
+        match self.by_owner(req, |v| v.unlink(parent.0, name.as_bytes())) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if self.refused(req) {
-            return reply.error(Errno::EACCES);
-        }
-        match self.with(|v| v.rmdir(parent.0, name.as_bytes())) {
+        match self.by_owner(req, |v| v.rmdir(parent.0, name.as_bytes())) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
-        if self.refused(req) {
-            return reply.error(Errno::EACCES);
-        }
-        match self.with(|v| v.symlink(parent.0, link_name.as_bytes(), target.as_os_str().as_bytes())) {
+        match self.by_owner(req, |v| v.symlink(parent.0, link_name.as_bytes(), target.as_os_str().as_bytes())) {
             Ok(a) => reply_entry(reply, &a),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -259,36 +236,27 @@ impl Filesystem for FuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if self.refused(req) {
-            return reply.error(Errno::EACCES);
-        }
-        match self.with(|v| v.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), flags.bits())) {
+        match self.by_owner(req, |v| v.rename(parent.0, name.as_bytes(), newparent.0, newname.as_bytes(), flags.bits())) {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
-        if self.refused(req) {
-            return reply.error(Errno::EACCES);
-        }
-        match self.with(|v| v.link(ino.0, newparent.0, newname.as_bytes())) {
+        match self.by_owner(req, |v| v.link(ino.0, newparent.0, newname.as_bytes())) {
             Ok(a) => reply_entry(reply, &a),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if self.refused(req) {
-            return reply.error(Errno::EACCES);
-        }
         let flags = flags.0;
         let read_only = flags & libc::O_ACCMODE == libc::O_RDONLY;
         let open_flags = if read_only { FOPEN_KEEP_CACHE | FOPEN_NOFLUSH } else { FOPEN_KEEP_CACHE };
         let pid = req.pid();
-        match self.with(|v| v.open(ino.0, flags & libc::O_TRUNC != 0).inspect(|fh| v.set_owner(*fh, pid))) {
+        match self.by_owner(req, |v| v.open(ino.0, flags & libc::O_TRUNC != 0).inspect(|fh| v.set_owner(*fh, pid))) {
             Ok(fh) => reply.opened(FileHandle(fh), open_flags),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 
@@ -366,10 +334,10 @@ impl Filesystem for FuseFs {
     /// opening its root and getting ENOTCONN, which an opendir that never asks the daemon
     /// doesn't give, so a kill -9 would leave the mount behind.
     fn opendir(&self, req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        if self.refused(req) {
-            return reply.error(Errno::EACCES);
+        match self.by_owner(req, |_| Ok(())) {
+            Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(e),
         }
-        reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE);
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
@@ -399,21 +367,17 @@ impl Filesystem for FuseFs {
     }
 
     fn statfs(&self, req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        if self.refused(req) {
-            return reply.error(Errno::EACCES);
+        match self.by_owner(req, |v| Ok(v.statfs())) {
+            Ok(s) => reply.statfs(s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize),
+            Err(e) => reply.error(e),
         }
-        let s = self.with(|v| v.statfs());
-        reply.statfs(s.blocks, s.bfree, s.bfree, s.files, s.ffree, s.bsize, s.namelen, s.bsize);
     }
 
     fn create(&self, req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, _flags: i32, reply: ReplyCreate) {
-        if self.refused(req) {
-            return reply.error(Errno::EACCES);
-        }
         let pid = req.pid();
-        match self.with(|v| v.create(parent.0, name.as_bytes()).inspect(|(_, fh)| v.set_owner(*fh, pid))) {
+        match self.by_owner(req, |v| v.create(parent.0, name.as_bytes()).inspect(|(_, fh)| v.set_owner(*fh, pid))) {
             Ok((a, fh)) => reply.created(entry_ttl(&a), &file_attr(&a), Generation(0), FileHandle(fh), FOPEN_KEEP_CACHE),
-            Err(e) => reply.error(errno(&e)),
+            Err(e) => reply.error(e),
         }
     }
 }

@@ -248,8 +248,9 @@ mod unix {
         let fs = fuse::FuseFs::new(shared.clone(), destroyed_tx);
         let mut config = fuser::Config::default();
         // fuser implements auto_unmount through fusermount3, which needs allow_other; fuser then
-        // refuses every request that is neither the owner's nor root's (on top of the 0700 root
-        // and default_permissions).
+        // refuses every request that is neither the owner's nor root's, and the adapter
+        // (`FuseFs::by_owner`) refuses root's too (on top of the 0700 root and
+        // default_permissions).
         config.acl = fuser::SessionACL::RootAndOwner;
         config.mount_options = vec![
             fuser::MountOption::FSName("polykey".into()),

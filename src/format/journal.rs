@@ -511,11 +511,7 @@ pub fn wipe_records(records: &mut Vec<Record>) {
 
 /// Appends to a wiped-on-drop buffer without leaving a copy behind when it grows.
 fn extend_wiping(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) {
-    if buf.capacity() - buf.len() < data.len() {
-        let mut grown = Zeroizing::new(Vec::with_capacity((buf.len() + data.len()).next_power_of_two().max(BLOCK)));
-        grown.extend_from_slice(buf);
-        *buf = grown;
-    }
+    crate::secret::reserve(buf, data.len(), usize::MAX);
     buf.extend_from_slice(data);
 }
 
@@ -557,26 +553,8 @@ mod tests {
 
     #[test]
     fn every_record_round_trips_including_long_names() {
-        let long = vec![b'r'; 255];
-        let (oid, z) = crate::git::encode(git2::ObjectType::Blob, b"x");
-        let records = vec![
-            Record::Repo(n(NameKind::Repo, &long)),
-            Record::Object(n(NameKind::Repo, &long), oid, z),
-            Record::Head(n(NameKind::Repo, b"r"), oid),
-            Record::Tag(n(NameKind::Tag, "☃".as_bytes())),
-            Record::Link {
-                tag: n(NameKind::Tag, b"t"),
-                entry: n(NameKind::TagEntry, &[b'e'; 255]),
-                repo: n(NameKind::Repo, &long),
-                secret: n(NameKind::Secret, &[b's'; 255]),
-            },
-            Record::RemoveRepo(n(NameKind::Repo, b"r")),
-            Record::RemoveTag(n(NameKind::Tag, b"t")),
-            Record::RemoveLink(n(NameKind::Tag, b"t"), n(NameKind::TagEntry, b"\xff\n")),
-        ];
-        let mut w = Writer::new();
-        records.iter().for_each(|r| w.push(r));
-        assert_eq!(parse(&w.into_bytes()).unwrap(), records);
+        let (records, bytes) = sample();
+        assert_eq!(parse(&bytes).unwrap(), records);
     }
 
     /// Every kind of record, names short and long (GNU long names and link names).

@@ -221,11 +221,7 @@ pub fn replay(file: &[u8], header: &Header, key: &Key, apply: impl FnMut(Transac
                 self.0 = Some(Transaction { offset, reset, plaintext: Zeroizing::default() });
             }
             let txn = self.0.as_mut().expect("a first frame came before");
-            if txn.plaintext.capacity() < txn.plaintext.len() + plaintext.len() {
-                let mut grown = Zeroizing::new(Vec::with_capacity((txn.plaintext.len() + plaintext.len()).next_power_of_two()));
-                grown.extend_from_slice(&txn.plaintext);
-                txn.plaintext = grown;
-            }
+            crate::secret::reserve(&mut txn.plaintext, plaintext.len(), usize::MAX);
             txn.plaintext.extend_from_slice(plaintext);
         }
         fn commit(&mut self, _: &mut dyn FnMut() -> io::Result<Zeroizing<Vec<u8>>>) -> Result<(), ApplyError> {
