@@ -60,7 +60,7 @@ fn export_repo<W: Write>(tar: &mut tar::Builder<W>, name: &Name, repo: &Repo) ->
     let base = path_of(&[b"repos", name.as_bytes()]);
     let git = |rest: &[u8]| path_of(&[&base, b".git", rest]);
     let (tree, time) = match repo.head() {
-        Some(h) => (repo.tree().map_err(obj_err)?.clone(), repo.commit(h).map_err(obj_err)?.time.max(0) as u64),
+        Some(h) => (repo.tree().map_err(obj_err)?.to_tree(), repo.commit(h).map_err(obj_err)?.time.max(0) as u64),
         None => (Tree::new(), 0),
     };
     add_dir(tar, &base, time)?;

@@ -198,28 +198,111 @@ pub fn tree_body(tree: &Tree) -> Vec<u8> {
 }
 
 /// Parses a flat tree body: only regular-file blobs with valid secret names, strictly sorted.
-pub fn parse_tree(oid: Oid, mut body: &[u8]) -> Result<Tree, ObjectError> {
-    let bad = || ObjectError::BadBody(oid, "tree");
-    let mut tree = Tree::new();
-    let mut last: Option<Name> = None;
-    while !body.is_empty() {
-        let sp = body.iter().position(|&b| b == b' ').ok_or_else(bad)?;
-        let mode = &body[..sp];
-        if mode != BLOB_MODE && mode != b"100755" {
-            return Err(bad());
+pub fn parse_tree(oid: Oid, body: &[u8]) -> Result<Tree, ObjectError> {
+    Ok(FlatTree::parse(oid, Zeroizing::new(body.to_vec()))?.to_tree())
+}
+
+/// A flat tree kept as its body, searched in place: a repository's head tree stays parsed
+/// for as long as it is the head, and as a map of names it cost ~630 bytes for four secrets
+/// (a B-tree node plus a heap name per entry); this costs the body plus 4 bytes per entry.
+#[derive(Clone, Default)]
+pub struct FlatTree {
+    body: Zeroizing<Vec<u8>>,
+    /// Offset of each entry's name in `body`, in order. Every entry is `<6-byte mode> <name>\0<20-byte id>`.
+    names: Vec<u32>,
+}
+
+/// Bytes of an entry besides its name: mode (both accepted modes are 6 bytes), space, NUL, id.
+const ENTRY_OVERHEAD: usize = BLOB_MODE.len() + 1 + 1 + 20;
+
+impl FlatTree {
+    /// Checks a tree body (as [`parse_tree`]) and indexes its entries.
+    pub fn parse(oid: Oid, body: Zeroizing<Vec<u8>>) -> Result<Self, ObjectError> {
+        let bad = || ObjectError::BadBody(oid, "tree");
+        let mut names = Vec::new();
+        let mut last: Option<&[u8]> = None;
+        let mut at = 0;
+        while at < body.len() {
+            let entry = &body[at..];
+            let mode = entry.get(..BLOB_MODE.len()).ok_or_else(bad)?;
+            if (mode != BLOB_MODE && mode != b"100755") || entry.get(BLOB_MODE.len()) != Some(&b' ') {
+                return Err(bad());
+            }
+            let start = at + BLOB_MODE.len() + 1;
+            let nul = body[start..].iter().position(|&b| b == 0).ok_or_else(bad)?;
+            let name = &body[start..start + nul];
+            Name::new(NameKind::Secret, name).map_err(|_| bad())?;
+            body.get(start + nul + 1..start + nul + 21).ok_or_else(bad)?;
+            // Strictly sorted by bytes (as git sorts blob entries): lookups bisect.
+            if last.is_some_and(|l| l >= name) {
+                return Err(bad());
+            }
+            last = Some(name);
+            names.push(u32::try_from(start).map_err(|_| ObjectError::TooLarge(oid))?);
+            at = start + nul + 21;
         }
-        let rest = &body[sp + 1..];
-        let nul = rest.iter().position(|&b| b == 0).ok_or_else(bad)?;
-        let name = Name::new(NameKind::Secret, &rest[..nul]).map_err(|_| bad())?;
-        let id = rest.get(nul + 1..nul + 21).ok_or_else(bad)?;
-        if last.as_ref().is_some_and(|l| *l >= name) {
-            return Err(bad());
-        }
-        last = Some(name.clone());
-        tree.insert(name, Oid::from_bytes(id).map_err(|_| bad())?);
-        body = &rest[nul + 21..];
+        names.shrink_to_fit();
+        Ok(FlatTree { body, names })
     }
-    Ok(tree)
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    /// Whether the tree has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// The `i`th entry: its name and blob id.
+    fn entry(&self, i: usize) -> (&[u8], Oid) {
+        let start = self.names[i] as usize;
+        let next = self.names.get(i + 1).map_or(self.body.len() + BLOB_MODE.len() + 1, |&n| n as usize);
+        let end = next - ENTRY_OVERHEAD;
+        let id = Oid::from_bytes(&self.body[end + 1..end + 21]).expect("20 bytes, checked at parse");
+        (&self.body[start..end], id)
+    }
+
+    /// The blob id of `name`, if present.
+    pub fn get(&self, name: &Name) -> Option<Oid> {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let (n, id) = self.entry(mid);
+            match n.cmp(name.as_bytes()) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(id),
+            }
+        }
+        None
+    }
+
+    /// Whether `name` is present.
+    pub fn contains_key(&self, name: &Name) -> bool {
+        self.get(name).is_some()
+    }
+
+    /// The entries in order: name bytes (a valid secret name) and blob id.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Oid)> + '_ {
+        (0..self.len()).map(|i| self.entry(i))
+    }
+
+    /// The names, in order.
+    pub fn names(&self) -> impl Iterator<Item = Name> + '_ {
+        self.iter().map(|(n, _)| Name::new(NameKind::Secret, n).expect("checked at parse"))
+    }
+
+    /// The tree as a map, to change it.
+    pub fn to_tree(&self) -> Tree {
+        self.names().zip(self.iter().map(|(_, id)| id)).collect()
+    }
+
+    /// Whether `tree` holds exactly these entries.
+    pub fn same_as(&self, tree: &Tree) -> bool {
+        self.len() == tree.len() && self.iter().zip(tree).all(|((n, id), (tn, tid))| n == tn.as_bytes() && id == *tid)
+    }
 }
 
 /// The fields of a commit that Polykey reads.
@@ -322,6 +405,20 @@ mod tests {
         let body = tree_body(&tree);
         let (toid, _) = encode(ObjectType::Tree, &body);
         assert_eq!(parse_tree(toid, &body).unwrap(), tree);
+        let flat = FlatTree::parse(toid, Zeroizing::new(body.clone())).unwrap();
+        assert!(flat.same_as(&tree) && flat.len() == 2);
+        assert_eq!(flat.get(&Name::new(NameKind::Secret, b"a").unwrap()), Some(b));
+        assert_eq!(flat.get(&Name::new(NameKind::Secret, b"c").unwrap()), None);
+        assert_eq!(flat.iter().map(|(n, _)| n.to_vec()).collect::<Vec<_>>(), [b"a".to_vec(), b"b".to_vec()]);
+        // Lookups bisect a tree of many entries; missing names fall between them.
+        let many: Tree = (0..1000).map(|i| (Name::new(NameKind::Secret, format!("s{i:04}").as_bytes()).unwrap(), b)).collect();
+        let flat = FlatTree::parse(toid, Zeroizing::new(tree_body(&many))).unwrap();
+        assert_eq!(flat.to_tree(), many);
+        for i in 0..1000 {
+            assert_eq!(flat.get(&Name::new(NameKind::Secret, format!("s{i:04}").as_bytes()).unwrap()), Some(b));
+            assert_eq!(flat.get(&Name::new(NameKind::Secret, format!("s{i:04}x").as_bytes()).unwrap()), None);
+        }
+        assert!(FlatTree::default().is_empty() && FlatTree::default().same_as(&Tree::new()));
         let c = commit_body(toid, &[b], 1_700_000_000, b"Add a\n");
         let (coid, _) = encode(ObjectType::Commit, &c);
         let parsed = parse_commit(coid, &c).unwrap();
@@ -339,5 +436,8 @@ mod tests {
         assert!(parse_tree(oid, &entry(b"120000", b"link")).is_err());
         assert!(parse_tree(oid, &[entry(b"100644", b"b"), entry(b"100644", b"a")].concat()).is_err());
         assert!(parse_tree(oid, &entry(b"100644", b"a")[..10]).is_err());
+        assert!(parse_tree(oid, &entry(b"100644", b"a")[..5]).is_err());
+        assert!(parse_tree(oid, &[entry(b"100644", b"a"), entry(b"100644", b"a")].concat()).is_err());
+        assert!(parse_tree(oid, &[&b"100644x"[..], &entry(b"100644", b"a")[7..]].concat()).is_err());
     }
 }

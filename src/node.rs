@@ -227,7 +227,7 @@ impl Node {
 
     /// Names of the secrets in `repo`, sorted by bytes.
     pub fn secrets(&self, repo: &Name) -> Result<Vec<Name>> {
-        Ok(self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.keys().cloned().collect())
+        Ok(self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.names().collect())
     }
 
     /// The content of `repo/secret`.
@@ -235,13 +235,13 @@ impl Node {
         let r = self.repo(repo)?;
         let tree = r.tree().map_err(|e| self.corrupt(e))?;
         let oid = tree.get(secret).ok_or_else(|| Error::NotFound { what: format!("secret {repo}/{secret}") })?;
-        r.read(*oid, ObjectType::Blob).map_err(|e| self.corrupt(e))
+        r.read(oid, ObjectType::Blob).map_err(|e| self.corrupt(e))
     }
 
     /// The size of `repo/secret` in bytes, without decompressing it.
     pub fn secret_size(&self, repo: &Name, secret: &Name) -> Result<u64> {
         let r = self.repo(repo)?;
-        let oid = *r
+        let oid = r
             .tree()
             .map_err(|e| self.corrupt(e))?
             .get(secret)
@@ -287,7 +287,7 @@ impl Node {
         }
         let (blob, blob_z) = git::encode(ObjectType::Blob, data);
         let blob_z = zeroize::Zeroizing::new(blob_z);
-        let mut tree = self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.clone();
+        let mut tree = self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.to_tree();
         let verb = match tree.insert(secret.clone(), blob) {
             Some(old) if old == blob => return Ok(false),
             Some(_) => "Update",
@@ -316,7 +316,7 @@ impl Node {
             Some(p) => r.read_tree(r.commit(p).map_err(|e| self.corrupt(e))?.tree).map_err(|e| self.corrupt(e))?,
             None => git::Tree::new(),
         };
-        let mut tree = r.tree().map_err(|e| self.corrupt(e))?.clone();
+        let mut tree = r.tree().map_err(|e| self.corrupt(e))?.to_tree();
         let (blob, blob_z) = git::encode(ObjectType::Blob, data);
         let blob_z = zeroize::Zeroizing::new(blob_z);
         tree.insert(secret.clone(), blob);
@@ -326,7 +326,7 @@ impl Node {
                 return Ok(None);
             }
         }
-        if tree == *r.tree().map_err(|e| self.corrupt(e))? {
+        if r.tree().map_err(|e| self.corrupt(e))?.same_as(&tree) {
             return Ok(Some(replaced)); // Same content as the commit being replaced.
         }
         let verb = if base.contains_key(secret) { "Update" } else { "Add" };
@@ -343,7 +343,7 @@ impl Node {
         if !self.state.repos.contains_key(repo) {
             self.record(Record::Repo(repo.clone()))?;
         }
-        let mut tree = self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.clone();
+        let mut tree = self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.to_tree();
         let mut blobs = Vec::new();
         for (secret, data) in items {
             let (blob, z) = git::encode(ObjectType::Blob, data);
@@ -361,7 +361,7 @@ impl Node {
 
     /// Removes `repo/secret` and every tag entry pointing at it.
     pub fn remove(&mut self, repo: &Name, secret: &Name) -> Result<()> {
-        let mut tree = self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.clone();
+        let mut tree = self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.to_tree();
         if tree.remove(secret).is_none() {
             return Err(Error::NotFound { what: format!("secret {repo}/{secret}") });
         }
@@ -382,7 +382,7 @@ impl Node {
     /// `replace`, an existing `to` is overwritten (its own tag entries stay, now showing the
     /// renamed content); without, an existing `to` is refused.
     pub fn rename(&mut self, repo: &Name, from: &Name, to: &Name, replace: bool) -> Result<()> {
-        let mut tree = self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.clone();
+        let mut tree = self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.to_tree();
         if !tree.contains_key(from) {
             return Err(Error::NotFound { what: format!("secret {repo}/{from}") });
         }
@@ -453,7 +453,7 @@ impl Node {
 
     /// The blob id of `repo/secret` at the head, if it exists.
     pub fn blob_id(&self, repo: &Name, secret: &Name) -> Option<Oid> {
-        self.state.repos.get(repo)?.tree().ok()?.get(secret).copied()
+        self.state.repos.get(repo)?.tree().ok()?.get(secret)
     }
 
     /// Adds tag entry `tag/entry` → `repo/secret`, creating the tag if needed.

@@ -340,7 +340,7 @@ fn multi_frame_save_cut_short_opens_at_the_state_before() {
     node.put(&a, &big, &data).unwrap();
     node.save().unwrap();
     let head = node.state().repos[&a].head();
-    let blob = *node.state().repos[&a].tree().unwrap().get(&big).unwrap();
+    let blob = node.state().repos[&a].tree().unwrap().get(&big).unwrap();
     drop(node);
     let bytes = std::fs::read(&t.path).unwrap();
     let txn: Vec<_> = frames(&bytes).into_iter().filter(|(s, _)| *s >= before_len).collect();
@@ -359,7 +359,7 @@ fn multi_frame_save_cut_short_opens_at_the_state_before() {
     assert_eq!(node.file_len(), e2);
     let r = &node.state().repos[&a];
     assert_eq!(r.head(), head);
-    assert!(r.has(blob) && r.tree().unwrap().get(&big) == Some(&blob), "the big secret is there");
+    assert!(r.has(blob) && r.tree().unwrap().get(&big) == Some(blob), "the big secret is there");
 }
 
 /// One call a node made to its storage.

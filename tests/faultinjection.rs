@@ -294,7 +294,7 @@ impl Snapshot {
         let mut repos = BTreeMap::new();
         for (n, r) in &state.repos {
             let tree = r.tree().unwrap_or_else(|e| panic!("tree of {n}: {e}"));
-            let secrets = tree.iter().map(|(s, b)| (s.as_bytes().to_vec(), (b.to_string(), r.has(*b)))).collect();
+            let secrets = tree.iter().map(|(s, b)| (s.to_vec(), (b.to_string(), r.has(b)))).collect();
             let history = node.log(n, None).unwrap_or_else(|e| panic!("history of {n}: {e}")).len();
             repos.insert(n.as_bytes().to_vec(), (secrets, history));
         }
