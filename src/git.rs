@@ -103,6 +103,16 @@ fn stored_payload(z: &[u8]) -> Option<&[u8]> {
     (adler2::adler32_slice(payload).to_be_bytes() == sum).then_some(payload)
 }
 
+/// Where an object's body lies inside its loose bytes, when they are one stored block (what
+/// [`encode`] writes up to 64 KiB): the body can then be read in place. Call after
+/// [`decode`] has verified the object.
+pub fn stored_body(z: &[u8]) -> Option<std::ops::Range<usize>> {
+    let payload = stored_payload(z)?;
+    let nul = payload.iter().take(32).position(|&b| b == 0)?;
+    let start = z.len() - 4 - payload.len(); // The Adler-32 trailer follows the payload.
+    Some(start + nul + 1..start + payload.len())
+}
+
 /// Inflates and verifies a loose object, checking it is of `want` kind.
 pub fn decode(oid: Oid, zbytes: &[u8], want: ObjectType) -> Result<Zeroizing<Vec<u8>>, ObjectError> {
     let raw = inflate(oid, zbytes, MAX_OBJECT_BYTES + 64)?;
@@ -199,78 +209,131 @@ pub fn tree_body(tree: &Tree) -> Vec<u8> {
 
 /// Parses a flat tree body: only regular-file blobs with valid secret names, strictly sorted.
 pub fn parse_tree(oid: Oid, body: &[u8]) -> Result<Tree, ObjectError> {
-    Ok(FlatTree::parse(oid, Zeroizing::new(body.to_vec()))?.to_tree())
+    let names = index_tree(oid, body)?;
+    Ok(TreeRef::new(body, &names).to_tree())
 }
 
 /// A flat tree kept as its body, searched in place: a repository's head tree stays parsed
 /// for as long as it is the head, and as a map of names it cost ~630 bytes for four secrets
-/// (a B-tree node plus a heap name per entry); this costs the body plus 4 bytes per entry.
+/// (a B-tree node plus a heap name per entry). See [`TreeRef`] for reading it.
 #[derive(Clone, Default)]
 pub struct FlatTree {
     body: Zeroizing<Vec<u8>>,
-    /// Offset of each entry's name in `body`, in order. Every entry is `<6-byte mode> <name>\0<20-byte id>`.
     names: Vec<u32>,
 }
-
-/// Bytes of an entry besides its name: mode (both accepted modes are 6 bytes), space, NUL, id.
-const ENTRY_OVERHEAD: usize = BLOB_MODE.len() + 1 + 1 + 20;
 
 impl FlatTree {
     /// Checks a tree body (as [`parse_tree`]) and indexes its entries.
     pub fn parse(oid: Oid, body: Zeroizing<Vec<u8>>) -> Result<Self, ObjectError> {
-        let bad = || ObjectError::BadBody(oid, "tree");
-        let mut names = Vec::new();
-        let mut last: Option<&[u8]> = None;
-        let mut at = 0;
-        while at < body.len() {
-            let entry = &body[at..];
-            let mode = entry.get(..BLOB_MODE.len()).ok_or_else(bad)?;
-            if (mode != BLOB_MODE && mode != b"100755") || entry.get(BLOB_MODE.len()) != Some(&b' ') {
-                return Err(bad());
-            }
-            let start = at + BLOB_MODE.len() + 1;
-            let nul = body[start..].iter().position(|&b| b == 0).ok_or_else(bad)?;
-            let name = &body[start..start + nul];
-            Name::new(NameKind::Secret, name).map_err(|_| bad())?;
-            body.get(start + nul + 1..start + nul + 21).ok_or_else(bad)?;
-            // Strictly sorted by bytes (as git sorts blob entries): lookups bisect.
-            if last.is_some_and(|l| l >= name) {
-                return Err(bad());
-            }
-            last = Some(name);
-            names.push(u32::try_from(start).map_err(|_| ObjectError::TooLarge(oid))?);
-            at = start + nul + 21;
-        }
-        names.shrink_to_fit();
+        let names = index_tree(oid, &body)?;
         Ok(FlatTree { body, names })
     }
 
+    /// The tree, to read.
+    pub fn as_ref(&self) -> TreeRef<'_> {
+        TreeRef { body: &self.body, names: &self.names }
+    }
+}
+
+/// Where an entry's name starts: after the mode (both accepted modes are 6 bytes) and a space.
+const NAME_OFFSET: usize = BLOB_MODE.len() + 1;
+
+/// Trees of at most this many entries are searched from the start; larger ones keep the
+/// offset of each name and are bisected.
+const SCAN_ENTRIES: usize = 16;
+
+/// Checks a flat tree body: only regular-file blobs with valid secret names, strictly sorted
+/// by bytes (as git sorts blob entries). Returns where each name starts if the tree has more
+/// than [`SCAN_ENTRIES`] entries, else nothing (it is scanned).
+pub fn index_tree(oid: Oid, body: &[u8]) -> Result<Vec<u32>, ObjectError> {
+    let bad = || ObjectError::BadBody(oid, "tree");
+    let mut names = Vec::new();
+    let mut last: Option<&[u8]> = None;
+    let mut at = 0;
+    while at < body.len() {
+        let entry = &body[at..];
+        let mode = entry.get(..BLOB_MODE.len()).ok_or_else(bad)?;
+        if (mode != BLOB_MODE && mode != b"100755") || entry.get(BLOB_MODE.len()) != Some(&b' ') {
+            return Err(bad());
+        }
+        let start = at + NAME_OFFSET;
+        let nul = body[start..].iter().position(|&b| b == 0).ok_or_else(bad)?;
+        let name = &body[start..start + nul];
+        Name::new(NameKind::Secret, name).map_err(|_| bad())?;
+        body.get(start + nul + 1..start + nul + 21).ok_or_else(bad)?;
+        if last.is_some_and(|l| l >= name) {
+            return Err(bad());
+        }
+        last = Some(name);
+        names.push(u32::try_from(start).map_err(|_| ObjectError::TooLarge(oid))?);
+        at = start + nul + 21;
+    }
+    if names.len() <= SCAN_ENTRIES {
+        return Ok(Vec::new());
+    }
+    names.shrink_to_fit();
+    Ok(names)
+}
+
+/// A checked flat tree body (see [`index_tree`]), wherever it lies: read in place from a
+/// repository's objects, or from a [`FlatTree`].
+#[derive(Clone, Copy)]
+pub struct TreeRef<'a> {
+    body: &'a [u8],
+    /// Where each name starts, or empty for a tree small enough to scan.
+    names: &'a [u32],
+}
+
+impl<'a> TreeRef<'a> {
+    /// A body and the index [`index_tree`] gave for it.
+    pub fn new(body: &'a [u8], names: &'a [u32]) -> Self {
+        TreeRef { body, names }
+    }
+
     /// Number of entries.
-    pub fn len(&self) -> usize {
-        self.names.len()
+    pub fn len(self) -> usize {
+        if self.names.is_empty() {
+            self.iter().count()
+        } else {
+            self.names.len()
+        }
     }
 
     /// Whether the tree has no entry.
-    pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+    pub fn is_empty(self) -> bool {
+        self.body.is_empty()
     }
 
-    /// The `i`th entry: its name and blob id.
-    fn entry(&self, i: usize) -> (&[u8], Oid) {
-        let start = self.names[i] as usize;
-        let next = self.names.get(i + 1).map_or(self.body.len() + BLOB_MODE.len() + 1, |&n| n as usize);
-        let end = next - ENTRY_OVERHEAD;
-        let id = Oid::from_bytes(&self.body[end + 1..end + 21]).expect("20 bytes, checked at parse");
-        (&self.body[start..end], id)
+    /// The entry whose name starts at `start`, and where the next entry starts.
+    fn entry_at(self, start: usize) -> ((&'a [u8], Oid), usize) {
+        let nul = start + self.body[start..].iter().position(|&b| b == 0).expect("checked at parse");
+        let id = Oid::from_bytes(&self.body[nul + 1..nul + 21]).expect("20 bytes, checked at parse");
+        ((&self.body[start..nul], id), nul + 21)
+    }
+
+    /// The entries in order: name bytes (a valid secret name) and blob id.
+    pub fn iter(self) -> impl Iterator<Item = (&'a [u8], Oid)> {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            (at < self.body.len()).then(|| {
+                let (entry, next) = self.entry_at(at + NAME_OFFSET);
+                at = next;
+                entry
+            })
+        })
     }
 
     /// The blob id of `name`, if present.
-    pub fn get(&self, name: &Name) -> Option<Oid> {
-        let (mut lo, mut hi) = (0, self.len());
+    pub fn get(self, name: &Name) -> Option<Oid> {
+        let want = name.as_bytes();
+        if self.names.is_empty() {
+            return self.iter().take_while(|(n, _)| *n <= want).find(|(n, _)| *n == want).map(|(_, id)| id);
+        }
+        let (mut lo, mut hi) = (0, self.names.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let (n, id) = self.entry(mid);
-            match n.cmp(name.as_bytes()) {
+            let ((n, id), _) = self.entry_at(self.names[mid] as usize);
+            match n.cmp(want) {
                 std::cmp::Ordering::Less => lo = mid + 1,
                 std::cmp::Ordering::Greater => hi = mid,
                 std::cmp::Ordering::Equal => return Some(id),
@@ -280,28 +343,24 @@ impl FlatTree {
     }
 
     /// Whether `name` is present.
-    pub fn contains_key(&self, name: &Name) -> bool {
+    pub fn contains_key(self, name: &Name) -> bool {
         self.get(name).is_some()
     }
 
-    /// The entries in order: name bytes (a valid secret name) and blob id.
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Oid)> + '_ {
-        (0..self.len()).map(|i| self.entry(i))
-    }
-
     /// The names, in order.
-    pub fn names(&self) -> impl Iterator<Item = Name> + '_ {
+    pub fn names(self) -> impl Iterator<Item = Name> + 'a {
         self.iter().map(|(n, _)| Name::new(NameKind::Secret, n).expect("checked at parse"))
     }
 
     /// The tree as a map, to change it.
-    pub fn to_tree(&self) -> Tree {
-        self.names().zip(self.iter().map(|(_, id)| id)).collect()
+    pub fn to_tree(self) -> Tree {
+        self.iter().map(|(n, id)| (Name::new(NameKind::Secret, n).expect("checked at parse"), id)).collect()
     }
 
     /// Whether `tree` holds exactly these entries.
-    pub fn same_as(&self, tree: &Tree) -> bool {
-        self.len() == tree.len() && self.iter().zip(tree).all(|((n, id), (tn, tid))| n == tn.as_bytes() && id == *tid)
+    pub fn same_as(self, tree: &Tree) -> bool {
+        let mut mine = self.iter();
+        tree.iter().all(|(n, id)| mine.next() == Some((n.as_bytes(), *id))) && mine.next().is_none()
     }
 }
 
@@ -406,6 +465,7 @@ mod tests {
         let (toid, _) = encode(ObjectType::Tree, &body);
         assert_eq!(parse_tree(toid, &body).unwrap(), tree);
         let flat = FlatTree::parse(toid, Zeroizing::new(body.clone())).unwrap();
+        let flat = flat.as_ref();
         assert!(flat.same_as(&tree) && flat.len() == 2);
         assert_eq!(flat.get(&Name::new(NameKind::Secret, b"a").unwrap()), Some(b));
         assert_eq!(flat.get(&Name::new(NameKind::Secret, b"c").unwrap()), None);
@@ -413,12 +473,27 @@ mod tests {
         // Lookups bisect a tree of many entries; missing names fall between them.
         let many: Tree = (0..1000).map(|i| (Name::new(NameKind::Secret, format!("s{i:04}").as_bytes()).unwrap(), b)).collect();
         let flat = FlatTree::parse(toid, Zeroizing::new(tree_body(&many))).unwrap();
+        let flat = flat.as_ref();
         assert_eq!(flat.to_tree(), many);
+        assert!(flat.same_as(&many) && !flat.same_as(&tree) && flat.len() == 1000);
         for i in 0..1000 {
             assert_eq!(flat.get(&Name::new(NameKind::Secret, format!("s{i:04}").as_bytes()).unwrap()), Some(b));
             assert_eq!(flat.get(&Name::new(NameKind::Secret, format!("s{i:04}x").as_bytes()).unwrap()), None);
         }
-        assert!(FlatTree::default().is_empty() && FlatTree::default().same_as(&Tree::new()));
+        assert!(FlatTree::default().as_ref().is_empty() && FlatTree::default().as_ref().same_as(&Tree::new()));
+        // Small trees are scanned, not indexed: the same answers.
+        let few: Tree = many.iter().take(SCAN_ENTRIES).map(|(n, id)| (n.clone(), *id)).collect();
+        let few_body = tree_body(&few);
+        assert!(index_tree(toid, &few_body).unwrap().is_empty());
+        let small = TreeRef::new(&few_body, &[]);
+        assert!(small.same_as(&few) && small.len() == SCAN_ENTRIES);
+        for (n, id) in &many {
+            assert_eq!(small.get(n), few.get(n).copied());
+            assert!(few.contains_key(n) || *id == b);
+        }
+        // A stored object's body is found in place.
+        let (_, z) = encode(ObjectType::Tree, &few_body);
+        assert_eq!(&z[stored_body(&z).unwrap()], &few_body[..]);
         let c = commit_body(toid, &[b], 1_700_000_000, b"Add a\n");
         let (coid, _) = encode(ObjectType::Commit, &c);
         let parsed = parse_commit(coid, &c).unwrap();

@@ -4,7 +4,7 @@
 //! exactly the node that wrote it.
 
 use crate::format::journal::Record;
-use crate::git::{self, FlatTree, ObjectError, Tree};
+use crate::git::{self, FlatTree, ObjectError, Tree, TreeRef};
 use crate::name::Name;
 use crate::secret::SecretBytes;
 use git2::{ObjectType, Oid};
@@ -51,13 +51,22 @@ impl Objects {
     }
 }
 
+/// A repository's head tree, checked once (hash and grammar).
+enum HeadTree {
+    /// Its body lies in the objects as it is (a stored-block object, what Polykey writes up
+    /// to 64 KiB): read there, no copy. With the names' offsets if it is large.
+    InPlace { at: u32, len: u32, names: Vec<u32> },
+    /// Inflated from a compressed object.
+    Inflated(FlatTree),
+}
+
 /// A flat git repository held in memory: loose objects by id, and the branch head.
 #[derive(Default)]
 pub struct Repo {
     objects: Objects,
     head: Option<Oid>,
-    /// The head commit's tree, parsed on first use (objects are inflated lazily).
-    tree: OnceLock<Result<FlatTree, ObjectError>>,
+    /// The head commit's tree, checked on first use (objects are inflated lazily).
+    tree: OnceLock<Result<HeadTree, ObjectError>>,
 }
 
 impl Repo {
@@ -99,17 +108,26 @@ impl Repo {
     }
 
     /// The secrets at the head: name → blob id.
-    pub fn tree(&self) -> Result<&FlatTree, ObjectError> {
-        self.tree
-            .get_or_init(|| match self.head {
-                None => Ok(FlatTree::default()),
-                Some(head) => {
-                    let oid = self.commit(head)?.tree;
-                    FlatTree::parse(oid, self.read(oid, ObjectType::Tree)?)
-                }
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+    pub fn tree(&self) -> Result<TreeRef<'_>, ObjectError> {
+        Ok(match self.tree.get_or_init(|| self.head_tree()).as_ref().map_err(Clone::clone)? {
+            HeadTree::InPlace { at, len, names } => TreeRef::new(&self.objects.bytes[*at as usize..(*at + *len) as usize], names),
+            HeadTree::Inflated(tree) => tree.as_ref(),
+        })
+    }
+
+    fn head_tree(&self) -> Result<HeadTree, ObjectError> {
+        let Some(head) = self.head else { return Ok(HeadTree::Inflated(FlatTree::default())) };
+        let oid = self.commit(head)?.tree;
+        let body = self.read(oid, ObjectType::Tree)?; // Checks the hash.
+        let (&(at, _), z) = self.objects.index.get(&oid).zip(self.objects.get(&oid)).ok_or(ObjectError::Missing(oid))?;
+        match git::stored_body(z) {
+            Some(place) => Ok(HeadTree::InPlace {
+                names: git::index_tree(oid, &z[place.clone()])?,
+                at: at + place.start as u32,
+                len: place.len() as u32,
+            }),
+            None => FlatTree::parse(oid, body).map(HeadTree::Inflated),
+        }
     }
 
     /// The objects reachable from the head (commits, their trees and blobs), or an error if
