@@ -217,7 +217,7 @@ impl Node {
     }
 
     fn repo(&self, repo: &Name) -> Result<&crate::state::Repo> {
-        self.state.repos.get(repo).ok_or_else(|| Error::NotFound { what: format!("repository {repo}") })
+        self.state.repos.get(repo).map(|r| &**r).ok_or_else(|| Error::NotFound { what: format!("repository {repo}") })
     }
 
     /// Names of all repositories, sorted.
@@ -304,7 +304,7 @@ impl Node {
     /// commit for the whole save. Returns the commit made, if any (none when nothing changed,
     /// or when the save turned out to restore the parent's content).
     pub fn put_amending(&mut self, repo: &Name, secret: &Name, data: &[u8], replaces: Option<Oid>) -> Result<Option<Oid>> {
-        let head = self.state.repos.get(repo).and_then(crate::state::Repo::head);
+        let head = self.state.repos.get(repo).and_then(|r| r.head());
         let Some(replaced) = replaces.filter(|c| Some(*c) == head) else {
             return Ok(if self.put(repo, secret, data)? { self.repo(repo)?.head() } else { None });
         };

@@ -165,8 +165,9 @@ pub type Tag = BTreeMap<Name, (Name, Name)>;
 /// Repositories and tags.
 #[derive(Default)]
 pub struct State {
-    /// Repositories by name.
-    pub repos: BTreeMap<Name, Repo>,
+    /// Repositories by name, each in its own allocation: a B-tree node has room for eleven,
+    /// and inline it would hold eleven whole repositories (~160 bytes each) however full.
+    pub repos: BTreeMap<Name, Box<Repo>>,
     /// Tags by name.
     pub tags: BTreeMap<Name, Tag>,
 }
@@ -280,7 +281,7 @@ impl State {
 
     /// Approximate size of a checkpoint of this state, in bytes.
     pub fn checkpoint_bytes(&self) -> u64 {
-        let repos: u64 = self.repos.values().map(Repo::checkpoint_bytes).sum();
+        let repos: u64 = self.repos.values().map(|r| r.checkpoint_bytes()).sum();
         let tags: u64 = self.tags.values().map(|t| 1024 + t.len() as u64 * 1536).sum();
         repos + tags
     }
