@@ -70,7 +70,7 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}
 echo "sizes: $sizes; commit: $(git describe --always --dirty 2>/dev/null || echo '?'); $(date -u '+%Y-%m-%d %H:%M UTC'); load: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 echo "== build (release)"
-cargo build --release --workspace --examples --quiet
+cargo build --release --workspace --bins --examples --quiet
 cargo build --release --workspace --benches --quiet
 
 limit=600

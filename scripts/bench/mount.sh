@@ -6,5 +6,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 scripts/install-deps.sh
-cargo build --release --workspace --examples --quiet
+cargo build --release --workspace --bins --examples --quiet
 cargo bench -p polykey-mountd --bench mount "$@"
