@@ -548,7 +548,7 @@ impl Node {
     pub fn save(&mut self) -> Result<SaveStats> {
         let mut stats = SaveStats::default();
         if !self.pending.is_empty() {
-            let txn = zeroize::Zeroizing::new(std::mem::take(&mut self.pending).into_bytes());
+            let txn = std::mem::take(&mut self.pending).into_bytes();
             let mut written =
                 self.settle_header().and_then(|()| log::append(self.storage.as_mut(), &self.header, &self.key, &mut self.pos, &txn, false));
             if written.as_ref().is_err_and(device_gone) && self.reopen().is_ok() {
@@ -612,12 +612,20 @@ impl Node {
     pub fn compact(&mut self) -> Result<()> {
         assert!(self.pending.is_empty(), "save before compacting");
         self.settle_header().map_err(|e| Error::io("cannot compact node", &self.path, e))?;
-        let mut w = journal::Writer::new();
-        for r in self.state.records() {
-            w.push(&r);
-        }
-        let txn = zeroize::Zeroizing::new(w.into_bytes());
-        log::compact(self.storage.as_mut(), &mut self.header, &self.key, &mut self.pos, &txn).map_err(|e| {
+        // The checkpoint is encoded as it is written, a frame's worth at a time.
+        let state = &self.state;
+        let mut produce = |out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>| {
+            let mut w = journal::Writer::new();
+            for mut r in state.records() {
+                w.push(&r);
+                journal::wipe_record(&mut r);
+                if w.len() >= log::MAX_FRAME_PLAINTEXT {
+                    out(&w.take())?;
+                }
+            }
+            out(&w.into_bytes())
+        };
+        log::compact(self.storage.as_mut(), &mut self.header, &self.key, &mut self.pos, &mut produce).map_err(|e| {
             self.header_unsure = true;
             Error::io("cannot compact node", &self.path, e)
         })?;

@@ -1431,7 +1431,7 @@ fn with_txn(bytes: &[u8], plaintext: &[u8], reset: bool) -> Vec<u8> {
 fn records(records: &[Record]) -> Vec<u8> {
     let mut w = journal::Writer::new();
     records.iter().for_each(|r| w.push(r));
-    w.into_bytes()
+    w.into_bytes().to_vec()
 }
 
 /// A tar member as a hostile writer makes it: a GNU header of `kind`, the name and link fields

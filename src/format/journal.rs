@@ -6,6 +6,7 @@
 //! or the state with `../` paths, symlinks, devices or unknown names.
 
 use crate::name::{Name, NameKind};
+use crate::secret::SecretBytes;
 use git2::Oid;
 use std::io::Read;
 use zeroize::{Zeroize, Zeroizing};
@@ -45,9 +46,25 @@ const HEAD_SUFFIX: &[u8] = b".git/refs/heads/main";
 /// Largest journal member accepted (a loose object of the largest secret, compressed).
 const MAX_MEMBER_BYTES: u64 = crate::git::MAX_OBJECT_BYTES as u64 + (1 << 20);
 
-/// Builds a transaction's tar stream.
+/// Builds a transaction's tar stream, in a buffer wiped on drop (its object members hold
+/// secrets: a stored zlib block is the plaintext itself).
 pub struct Writer {
-    tar: tar::Builder<Vec<u8>>,
+    tar: tar::Builder<Wiped>,
+}
+
+/// A byte sink that grows without leaving copies behind and is wiped on drop.
+#[derive(Default)]
+struct Wiped(SecretBytes);
+
+impl std::io::Write for Wiped {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        extend_wiping(&mut self.0, data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Default for Writer {
@@ -119,19 +136,30 @@ pub(crate) fn add_link<W: std::io::Write>(tar: &mut tar::Builder<W>, path: &[u8]
 impl Writer {
     /// An empty transaction.
     pub fn new() -> Self {
-        let mut tar = tar::Builder::new(Vec::new());
+        let mut tar = tar::Builder::new(Wiped::default());
         tar.mode(tar::HeaderMode::Deterministic);
         Writer { tar }
     }
 
     /// Is nothing recorded yet?
     pub fn is_empty(&self) -> bool {
-        self.tar.get_ref().is_empty()
+        self.tar.get_ref().0.is_empty()
+    }
+
+    /// Bytes recorded and not taken yet.
+    pub fn len(&self) -> usize {
+        self.tar.get_ref().0.len()
     }
 
     /// Appends the bytes of an earlier transaction (to re-queue a failed save).
     pub fn append_raw(&mut self, bytes: &[u8]) {
-        self.tar.get_mut().extend_from_slice(bytes);
+        extend_wiping(&mut self.tar.get_mut().0, bytes);
+    }
+
+    /// Takes the bytes recorded so far (a transaction written out as it is built); later
+    /// records continue the same stream.
+    pub fn take(&mut self) -> SecretBytes {
+        std::mem::take(&mut self.tar.get_mut().0)
     }
 
     /// Records one change.
@@ -160,9 +188,9 @@ impl Writer {
 
     /// The transaction's bytes: tar members with no end-of-archive blocks, so that the
     /// concatenation of all transactions is itself one tar stream.
-    pub fn into_bytes(mut self) -> Vec<u8> {
+    pub fn into_bytes(mut self) -> SecretBytes {
         // Take the bytes before the builder's drop appends its end-of-archive blocks.
-        std::mem::take(self.tar.get_mut())
+        self.take()
     }
 }
 
@@ -501,12 +529,15 @@ impl Drop for Parser {
 
 /// Wipes the object bytes of records that will not be applied, and drops them.
 pub fn wipe_records(records: &mut Vec<Record>) {
-    for r in records.iter_mut() {
-        if let Record::Object(_, _, z) = r {
-            z.zeroize();
-        }
-    }
+    records.iter_mut().for_each(wipe_record);
     records.clear();
+}
+
+/// Wipes the object bytes a record holds (the only part that may be secret).
+pub fn wipe_record(record: &mut Record) {
+    if let Record::Object(_, _, z) = record {
+        z.zeroize();
+    }
 }
 
 /// Appends to a wiped-on-drop buffer without leaving a copy behind when it grows.
@@ -586,7 +617,7 @@ mod tests {
         ];
         let mut w = Writer::new();
         records.iter().for_each(|r| w.push(r));
-        (records, w.into_bytes())
+        (records, w.into_bytes().to_vec())
     }
 
     fn fast(pieces: &[&[u8]]) -> Option<Vec<Record>> {

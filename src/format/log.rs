@@ -739,25 +739,121 @@ fn seal_frames_of(
 ) -> io::Result<(Vec<u8>, u64)> {
     let chunks: Vec<&[u8]> = if plaintext.is_empty() { vec![&[][..]] } else { plaintext.chunks(chunk).collect() };
     let mut out = Vec::with_capacity(plaintext.len() + chunks.len() * (FRAME_HEADER_BYTES + aead::TAG_BYTES));
-    let mut seq = pos.next_seq;
     for (i, chunk) in chunks.iter().enumerate() {
-        let mut flags = if i + 1 == chunks.len() { FLAG_COMMIT } else { 0 };
-        if reset && i == 0 {
-            flags |= FLAG_RESET;
-        }
-        if i > 0 {
-            flags |= FLAG_CONTINUES;
-        }
-        let fh = FrameHeader { flags, epoch, len: (chunk.len() + aead::TAG_BYTES) as u32, seq, nonce: aead::random_nonce()? };
-        let hb = fh.encode();
-        let offset = pos.end + out.len() as u64;
-        let mut body = chunk.to_vec();
-        aead::seal(key, &fh.nonce, &aad(&header.node_id, &hb, offset), &mut body);
-        out.extend_from_slice(&hb);
-        out.extend_from_slice(&body);
-        seq += 1;
+        let flags = frame_flags(i == 0, i + 1 == chunks.len(), reset);
+        seal_frame(header, key, flags, epoch, pos.next_seq + i as u64, pos.end + out.len() as u64, chunk, &mut out)?;
     }
-    Ok((out, seq - pos.next_seq))
+    Ok((out, chunks.len() as u64))
+}
+
+/// The flags of a transaction's frame.
+fn frame_flags(first: bool, last: bool, reset: bool) -> u8 {
+    let mut flags = if last { FLAG_COMMIT } else { 0 };
+    if first && reset {
+        flags |= FLAG_RESET;
+    }
+    if !first {
+        flags |= FLAG_CONTINUES;
+    }
+    flags
+}
+
+/// Seals one frame holding `plaintext`, to be written at `offset`, and appends it to `out`.
+#[allow(clippy::too_many_arguments)] // The frame's fields, each bound into its header or AAD.
+fn seal_frame(
+    header: &Header,
+    key: &Key,
+    flags: u8,
+    epoch: u32,
+    seq: u64,
+    offset: u64,
+    plaintext: &[u8],
+    out: &mut Vec<u8>,
+) -> io::Result<()> {
+    let fh = FrameHeader { flags, epoch, len: (plaintext.len() + aead::TAG_BYTES) as u32, seq, nonce: aead::random_nonce()? };
+    let hb = fh.encode();
+    let mut body = plaintext.to_vec(); // Encrypted in place: no plaintext copy survives.
+    aead::seal(key, &fh.nonce, &aad(&header.node_id, &hb, offset), &mut body);
+    out.extend_from_slice(&hb);
+    out.extend_from_slice(&body);
+    Ok(())
+}
+
+/// Feeds a transaction's plaintext, in pieces, to the function it is given.
+pub type Produce<'a> = dyn FnMut(&mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> + 'a;
+
+/// Seals a transaction's plaintext frame by frame as it is produced and writes each frame at
+/// its place: memory holds about two frames whatever the transaction's size. The frames are
+/// those [`seal_frames_of`] makes of the whole plaintext.
+struct FrameWriter<'s> {
+    storage: &'s mut dyn Storage,
+    header: &'s Header,
+    key: &'s Key,
+    epoch: u32,
+    reset: bool,
+    chunk: usize,
+    /// Where the next frame goes, and the offset no frame may pass.
+    at: u64,
+    limit: u64,
+    /// The next frame's sequence number, and frames written so far.
+    seq: u64,
+    frames: u64,
+    /// Plaintext not sealed yet: at most one frame's after each feed.
+    pending: Zeroizing<Vec<u8>>,
+}
+
+impl FrameWriter<'_> {
+    fn feed(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+        while !bytes.is_empty() {
+            let take = bytes.len().min(2 * self.chunk - self.pending.len());
+            self.pending.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            // A frame is sealed once more follows it, so that the last one carries COMMIT.
+            while self.pending.len() > self.chunk {
+                self.write_frame(false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_frame(&mut self, last: bool) -> io::Result<()> {
+        let n = if last { self.pending.len() } else { self.chunk };
+        let flags = frame_flags(self.frames == 0, last, self.reset);
+        let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + n + aead::TAG_BYTES);
+        seal_frame(self.header, self.key, flags, self.epoch, self.seq, self.at, &self.pending[..n], &mut frame)?;
+        if self.at + frame.len() as u64 > self.limit {
+            return Err(io::Error::other("the transaction outgrew the room it was given"));
+        }
+        self.storage.write_at(self.at, &frame)?;
+        let rest = self.pending.len() - n;
+        self.pending.copy_within(n.., 0);
+        self.pending.truncate(rest);
+        self.at += frame.len() as u64;
+        self.seq += 1;
+        self.frames += 1;
+        Ok(())
+    }
+}
+
+/// Writes the transaction `produce` gives as frames from `pos` on (not synced), never past
+/// `limit`; returns its length in bytes and frames.
+#[allow(clippy::too_many_arguments)] // Where, under which key and epoch, and what.
+fn write_transaction(
+    storage: &mut dyn Storage,
+    header: &Header,
+    key: &Key,
+    pos: Position,
+    limit: u64,
+    reset: bool,
+    chunk: usize,
+    produce: &mut Produce<'_>,
+) -> io::Result<(u64, u64)> {
+    let pending = Zeroizing::new(Vec::with_capacity(2 * chunk));
+    let mut w =
+        FrameWriter { storage, header, key, epoch: pos.epoch, reset, chunk, at: pos.end, limit, seq: pos.next_seq, frames: 0, pending };
+    produce(&mut |bytes| w.feed(bytes))?;
+    w.write_frame(true)?;
+    Ok((w.at - pos.end, w.frames))
 }
 
 /// Appends one transaction and syncs; on success advances `pos` and returns bytes written.
@@ -785,25 +881,44 @@ pub fn write_header(storage: &mut dyn Storage, header: &mut Header, key: &Key) -
     storage.sync()
 }
 
-/// Rewrites the log as one checkpoint holding `plaintext` (the whole live state), in place,
-/// crash-safe at every step without relying on rename (see docs/FORMAT.md, "Compaction").
-/// Returns the new file length.
-pub fn compact(storage: &mut dyn Storage, header: &mut Header, key: &Key, pos: &mut Position, plaintext: &[u8]) -> io::Result<u64> {
+/// Rewrites the log as one checkpoint, the whole live state, which `produce` gives (twice,
+/// identically: the checkpoint is written at the end of the file, then moved to the front),
+/// in place, crash-safe at every step without relying on rename (see docs/FORMAT.md,
+/// "Compaction"). It is encrypted and written a frame at a time, so the checkpoint is never
+/// in memory whole. Returns the new file length.
+pub fn compact(
+    storage: &mut dyn Storage,
+    header: &mut Header,
+    key: &Key,
+    pos: &mut Position,
+    produce: &mut Produce<'_>,
+) -> io::Result<u64> {
+    compact_with(storage, header, key, pos, produce, MAX_FRAME_PLAINTEXT)
+}
+
+/// [`compact`] with at most `chunk` bytes of plaintext a frame (tests use small ones).
+fn compact_with(
+    storage: &mut dyn Storage,
+    header: &mut Header,
+    key: &Key,
+    pos: &mut Position,
+    produce: &mut Produce<'_>,
+    chunk: usize,
+) -> io::Result<u64> {
     let front = super::header::LOG_OFFSET;
     // 1. Append the checkpoint under the next epoch: the current log ends where it begins.
     let mut tail_pos = Position { epoch: header.epoch.wrapping_add(1), next_seq: 0, end: pos.end };
     if storage.len()? != pos.end {
         storage.truncate(pos.end)?;
     }
-    let (c, c_frames) = seal_frames(header, key, tail_pos, tail_pos.epoch, plaintext, true)?;
-    storage.write_at(tail_pos.end, &c)?;
+    let (c_len, c_frames) = write_transaction(storage, header, key, tail_pos, u64::MAX, true, chunk, produce)?;
     storage.sync()?;
     // 2. Point the header at it.
     let mut h = header.clone();
     h.generation += 1;
     h.epoch = tail_pos.epoch;
     h.log_start = tail_pos.end;
-    h.base_end = tail_pos.end + c.len() as u64;
+    h.base_end = tail_pos.end + c_len;
     write_header(storage, &mut h, key)?;
     *header = h;
     tail_pos.end = header.base_end;
@@ -811,20 +926,23 @@ pub fn compact(storage: &mut dyn Storage, header: &mut Header, key: &Key, pos: &
     *pos = tail_pos;
     // 3. If the checkpoint fits in the dead space before it, move it to the front, followed by
     //    a marker frame header of the old epoch that ends the log if we stop before truncating.
+    //    The copy has the same length (frames depend only on the plaintext's length); it is
+    //    never written past the live checkpoint all the same.
     let front_pos = Position { epoch: header.epoch.wrapping_add(1), next_seq: 0, end: front };
-    let (c2, c2_frames) = seal_frames(header, key, front_pos, front_pos.epoch, plaintext, true)?;
-    if front + (c2.len() + FRAME_HEADER_BYTES) as u64 > header.log_start {
+    let room = header.log_start - FRAME_HEADER_BYTES as u64;
+    if front + c_len > room {
         return Ok(pos.end);
     }
+    let (c2_len, c2_frames) = write_transaction(storage, header, key, front_pos, room, true, chunk, produce)?;
     let marker = FrameHeader { flags: 0, epoch: header.epoch, len: 0, seq: 0, nonce: [0; aead::NONCE_BYTES] }.encode();
-    storage.write_at(front, &[&c2[..], &marker[..]].concat())?;
+    storage.write_at(front + c2_len, &marker)?;
     storage.sync()?;
     // 4. Point the header at the front copy.
     let mut h = header.clone();
     h.generation += 1;
     h.epoch = front_pos.epoch;
     h.log_start = front;
-    h.base_end = front + c2.len() as u64;
+    h.base_end = front + c2_len;
     write_header(storage, &mut h, key)?;
     *header = h;
     // The log now ends after the front copy, even if cutting off the rest fails: the next
@@ -932,8 +1050,11 @@ mod tests {
         frames
     }
 
+    fn bytes(n: usize, b: u8) -> Vec<u8> {
+        (0..n).map(|i| b.wrapping_add(i as u8)).collect()
+    }
+
     fn txns() -> Vec<(Vec<u8>, bool, usize)> {
-        let bytes = |n: usize, b: u8| (0..n).map(|i| b.wrapping_add(i as u8)).collect::<Vec<u8>>();
         vec![
             (bytes(200, 1), true, 64),
             (bytes(30, 2), false, 1000),
@@ -943,6 +1064,61 @@ mod tests {
             (bytes(10, 5), false, 1000),
             (bytes(120, 6), false, 1000),
         ]
+    }
+
+    /// Transactions as replayed: RESET flag and plaintext.
+    type Replayed = Vec<(bool, Vec<u8>)>;
+
+    /// Compacts the log of `txns()` into `checkpoint`, fed in pieces of 37 bytes (the second
+    /// time, `second` instead); returns the result, the file, its header, and what it replays to.
+    fn compacted(checkpoint: &[u8], second: &[u8]) -> (io::Result<u64>, Vec<u8>, Header, Replayed) {
+        let (file, mut header, key) = node(&txns());
+        let frames = frames_of(&file, &header).len() as u64;
+        let mut pos = Position { epoch: header.epoch, next_seq: frames, end: file.len() as u64 };
+        let mut storage = crate::storage::MemStorage { bytes: file };
+        let mut calls = 0;
+        let mut produce = |out: &mut dyn FnMut(&[u8]) -> io::Result<()>| {
+            calls += 1;
+            let all = if calls == 1 { checkpoint } else { second };
+            all.chunks(37).try_for_each(&mut *out)?;
+            out(&[])
+        };
+        let r = compact_with(&mut storage, &mut header, &key, &mut pos, &mut produce, 64);
+        let mut got = Vec::new();
+        replay(&storage.bytes, &header, &key, |t| {
+            got.push((t.reset, t.plaintext.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        (r, storage.bytes, header, got)
+    }
+
+    #[test]
+    fn compaction_writes_the_checkpoint_frame_by_frame_and_moves_it_to_the_front() {
+        let checkpoint = bytes(500, 9);
+        let (r, file, header, got) = compacted(&checkpoint, &checkpoint);
+        assert_eq!(r.unwrap(), file.len() as u64);
+        assert_eq!(got, vec![(true, checkpoint.clone())]);
+        assert_eq!(header.log_start, crate::format::header::LOG_OFFSET);
+        // Framed exactly as the whole plaintext would be: 64 bytes a frame, the last one short.
+        let ends: Vec<u64> = frames_of(&file, &header).into_iter().map(|(at, end)| end - at).collect();
+        assert_eq!(ends.len(), 8);
+        assert!(ends[..7].iter().all(|&n| n == (FRAME_HEADER_BYTES + 64 + aead::TAG_BYTES) as u64), "{ends:?}");
+        // An empty checkpoint is one empty frame.
+        let (r, _, _, got) = compacted(&[], &[]);
+        r.unwrap();
+        assert_eq!(got, vec![(true, Vec::new())]);
+    }
+
+    #[test]
+    fn a_front_copy_that_would_outgrow_its_room_stops_before_the_live_checkpoint() {
+        let checkpoint = bytes(500, 9);
+        let (r, file, header, got) = compacted(&checkpoint, &bytes(5000, 7));
+        assert!(r.is_err());
+        // The header points at the checkpoint at the end, which is intact.
+        assert!(header.log_start > crate::format::header::LOG_OFFSET);
+        assert_eq!(got, vec![(true, checkpoint)]);
+        assert_eq!(file.len() as u64, header.base_end);
     }
 
     #[test]
