@@ -722,28 +722,27 @@ fn replay_frames(frames: &mut Frames<'_>, sink: &mut dyn Sink) -> Result<Replaye
     })
 }
 
-/// Encrypts `plaintext` as the frames of one transaction starting at `pos`.
-fn seal_frames(header: &Header, key: &Key, pos: Position, epoch: u32, plaintext: &[u8], reset: bool) -> io::Result<(Vec<u8>, u64)> {
-    seal_frames_of(header, key, pos, epoch, plaintext, reset, MAX_FRAME_PLAINTEXT)
-}
-
-/// [`seal_frames`] with at most `chunk` bytes of plaintext a frame (tests use small ones).
-fn seal_frames_of(
+/// Seals `plaintext` as the frames of one transaction, at most `chunk` bytes of plaintext
+/// each, and writes each frame at its place from `pos` on (not synced): one frame in memory at
+/// a time. Returns the transaction's length in bytes and frames.
+fn write_frames(
+    storage: &mut dyn Storage,
     header: &Header,
     key: &Key,
     pos: Position,
-    epoch: u32,
     plaintext: &[u8],
     reset: bool,
     chunk: usize,
-) -> io::Result<(Vec<u8>, u64)> {
+) -> io::Result<(u64, u64)> {
     let chunks: Vec<&[u8]> = if plaintext.is_empty() { vec![&[][..]] } else { plaintext.chunks(chunk).collect() };
-    let mut out = Vec::with_capacity(plaintext.len() + chunks.len() * (FRAME_HEADER_BYTES + aead::TAG_BYTES));
-    for (i, chunk) in chunks.iter().enumerate() {
-        let flags = frame_flags(i == 0, i + 1 == chunks.len(), reset);
-        seal_frame(header, key, flags, epoch, pos.next_seq + i as u64, pos.end + out.len() as u64, chunk, &mut out)?;
+    let (mut at, mut frame) = (pos.end, Vec::new());
+    for (i, c) in chunks.iter().enumerate() {
+        frame.clear();
+        seal_frame(header, key, frame_flags(i == 0, i + 1 == chunks.len(), reset), pos.epoch, pos.next_seq + i as u64, at, c, &mut frame)?;
+        storage.write_at(at, &frame)?;
+        at += frame.len() as u64;
     }
-    Ok((out, chunks.len() as u64))
+    Ok((at - pos.end, chunks.len() as u64))
 }
 
 /// The flags of a transaction's frame.
@@ -784,7 +783,7 @@ pub type Produce<'a> = dyn FnMut(&mut dyn FnMut(&[u8]) -> io::Result<()>) -> io:
 
 /// Seals a transaction's plaintext frame by frame as it is produced and writes each frame at
 /// its place: memory holds about two frames whatever the transaction's size. The frames are
-/// those [`seal_frames_of`] makes of the whole plaintext.
+/// those [`write_frames`] makes of the whole plaintext.
 struct FrameWriter<'s> {
     storage: &'s mut dyn Storage,
     header: &'s Header,
@@ -862,12 +861,11 @@ pub fn append(storage: &mut dyn Storage, header: &Header, key: &Key, pos: &mut P
     if storage.len()? != pos.end {
         storage.truncate(pos.end)?;
     }
-    let (bytes, frames) = seal_frames(header, key, *pos, pos.epoch, plaintext, reset)?;
-    storage.write_at(pos.end, &bytes)?;
+    let (len, frames) = write_frames(storage, header, key, *pos, plaintext, reset, MAX_FRAME_PLAINTEXT)?;
     storage.sync()?;
-    pos.end += bytes.len() as u64;
+    pos.end += len;
     pos.next_seq += frames;
-    Ok(bytes.len() as u64)
+    Ok(len)
 }
 
 /// Seals `header` under the data key and writes both slots, A then B, syncing after each,
@@ -1002,9 +1000,8 @@ mod tests {
         write_header(&mut storage, &mut header, &key).unwrap();
         let mut pos = Position { epoch: header.epoch, next_seq: 0, end: header.log_start };
         for (plaintext, reset, chunk) in txns {
-            let (bytes, frames) = seal_frames_of(&header, &key, pos, pos.epoch, plaintext, *reset, *chunk).unwrap();
-            storage.write_at(pos.end, &bytes).unwrap();
-            pos.end += bytes.len() as u64;
+            let (len, frames) = write_frames(&mut storage, &header, &key, pos, plaintext, *reset, *chunk).unwrap();
+            pos.end += len;
             pos.next_seq += frames;
         }
         (storage.bytes, header, key)
