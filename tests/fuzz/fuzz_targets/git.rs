@@ -72,6 +72,13 @@ fn encode_decode(data: &[u8]) {
 fn tree(body: &[u8]) {
     let oid = some_id();
     let Ok(tree) = git::parse_tree(oid, body) else { return };
+    // The in-place reader agrees with the map on everything it is asked.
+    let names = git::index_tree(oid, body).expect("parse_tree accepted it");
+    let flat = git::TreeRef::new(body, &names);
+    assert!(flat.same_as(&tree) && flat.len() == tree.len());
+    for (name, id) in &tree {
+        assert_eq!(flat.get(name), Some(*id));
+    }
     let canon = git::tree_body(&tree);
     assert_eq!(git::parse_tree(oid, &canon).expect("a written tree parses"), tree);
     assert_eq!(canon.len(), body.len());

@@ -16,7 +16,7 @@ use polykey_fuzz::RecordGen;
 fn write(records: &[Record]) -> Vec<u8> {
     let mut w = Writer::new();
     records.iter().for_each(|r| w.push(r));
-    w.into_bytes()
+    w.into_bytes().to_vec()
 }
 
 fn parse_any(data: &[u8]) {
