@@ -413,8 +413,9 @@ fn kill_9_storm_keeps_every_fsynced_value_whole() {
 /// The mount half: "If the daemon is killed, the mount goes away (no dead mount left behind)"
 /// while programs are still using it.
 ///
-/// Fails in two ways. (1) The kill lands while a writer's `create`/`rename` in a folder waits
-/// for the daemon's answer (the kernel holds the folder's lock meanwhile) and the daemon's
+/// It caught two failures, both fixed since (FUSE requests send no invalidations; a watcher
+/// process backs fusermount3 up). (1) The kill lands while a writer's `create`/`rename` in a
+/// folder waits for the daemon's answer (the kernel holds the folder's lock meanwhile) and the daemon's
 /// notifier thread is in `write(/dev/fuse)` sending an entry invalidation for that folder
 /// (`fuse_reverse_inval_entry` takes the same lock). SIGKILL ends the other threads, but the
 /// notifier sleeps uninterruptibly (state D) on the lock, so the process never finishes

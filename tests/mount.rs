@@ -235,6 +235,44 @@ fn kill_9_leaves_no_dead_mount_and_keeps_fsynced_data() {
     assert_eq!(fs::read(m.p("tags/prod/key")).unwrap(), b"durable");
 }
 
+/// Processes whose command line holds every one of `parts` (as whole arguments).
+fn processes_with(parts: &[&[u8]]) -> Vec<u32> {
+    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            parts.iter().all(|p| args.iter().any(|a| a == p || a.ends_with(&[b"/", *p].concat())))
+        })
+        .collect()
+}
+
+#[test]
+fn kill_9_leaves_no_dead_mount_even_when_fusermounts_auto_unmount_is_gone() {
+    let Some(mut m) = seeded() else { return };
+    let mnt = fs::canonicalize(&m.mnt).unwrap();
+    let mnt_arg = mnt.as_os_str().as_encoded_bytes();
+    let watchers = processes_with(&[b"polykey-mountd", b"--watch", mnt_arg]);
+    assert_eq!(watchers.len(), 1, "one dead-mount watcher per mount");
+    // Only the watcher is left to notice: fusermount3's auto_unmount helper goes first.
+    let helpers = processes_with(&[b"fusermount3", mnt_arg]);
+    assert!(!helpers.is_empty(), "fusermount3's auto_unmount helper for {}", mnt.display());
+    for pid in helpers {
+        assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    }
+    assert!(m.pid() != 0 && Command::new("kill").args(["-9", &m.pid().to_string()]).status().unwrap().success());
+    assert!(wait_for(10, || !is_mounted(&m.mnt)), "a dead mount was left behind");
+    m.forget_mounted();
+    assert!(wait_for(10, || processes_with(&[b"--watch", mnt_arg]).is_empty()), "the watcher ends with the mount");
+    // A normal unmount ends the watcher too.
+    m.mount(&[]);
+    assert_eq!(processes_with(&[b"--watch", mnt_arg]).len(), 1);
+    m.unmount();
+    assert!(wait_for(10, || processes_with(&[b"--watch", mnt_arg]).is_empty()), "the watcher ends with the mount");
+}
+
 #[test]
 fn sigterm_and_fusermount_write_everything_out() {
     let Some(mut m) = seeded() else { return };

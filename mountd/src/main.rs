@@ -11,6 +11,8 @@ mod fuse;
 mod server;
 #[cfg(unix)]
 mod sys;
+#[cfg(unix)]
+mod watch;
 #[cfg(windows)]
 mod winfsp;
 
@@ -189,6 +191,10 @@ mod unix {
     use std::sync::mpsc;
 
     pub fn main() -> ExitCode {
+        let mut raw = std::env::args_os().skip(1);
+        if raw.next().is_some_and(|a| a == crate::watch::FLAG) {
+            return crate::watch::run(raw);
+        }
         let args = match parse_args() {
             Ok(a) => a,
             Err(e) => {
@@ -264,6 +270,8 @@ mod unix {
         ];
         let session =
             fuser::Session::new(fs, &mountpoint, &config).map_err(|e| format!("cannot mount at {}: {e}", mountpoint.display()))?;
+        // fusermount3's auto_unmount can miss a kill -9 (see watch.rs): a watcher backs it up.
+        let watcher = crate::watch::spawn(&mountpoint);
         let bg = session.spawn().map_err(|e| format!("cannot start the session: {e}"))?;
         let record = MountRecord { pid: std::process::id(), node: node_path.clone(), mountpoint: mountpoint.clone() };
         record.write().map_err(|e| format!("cannot record the mount: {e}"))?;
@@ -280,6 +288,9 @@ mod unix {
             }
         }
         log(&format!("mounted {} at {}", node_path.display(), mountpoint.display()));
+        if let Err(e) = watcher {
+            log(&format!("no dead-mount watcher ({e}): after a kill -9 only fusermount3 removes the mount"));
+        }
         if let Some(note) = opened_note {
             log(&note);
         }
@@ -323,7 +334,7 @@ mod unix {
     }
 
     /// Detaches the mount (lazily, so files still open keep working until closed).
-    fn detach(mountpoint: &std::path::Path) {
+    pub(crate) fn detach(mountpoint: &std::path::Path) {
         let ok = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(mountpoint).status().is_ok_and(|s| s.success());
         if !ok {
             let _ = std::process::Command::new("umount").arg("-l").arg(mountpoint).status();
