@@ -487,9 +487,8 @@ mod tests {
         assert!(index_tree(toid, &few_body).unwrap().is_empty());
         let small = TreeRef::new(&few_body, &[]);
         assert!(small.same_as(&few) && small.len() == SCAN_ENTRIES);
-        for (n, id) in &many {
+        for n in many.keys() {
             assert_eq!(small.get(n), few.get(n).copied());
-            assert!(few.contains_key(n) || *id == b);
         }
         // A stored object's body is found in place.
         let (_, z) = encode(ObjectType::Tree, &few_body);

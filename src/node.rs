@@ -148,10 +148,7 @@ impl Node {
     /// read, decrypted and applied a frame at a time: the file is never in memory whole.
     pub fn open_storage(path: &Path, storage: Box<dyn Storage>, pass: &Passphrase, access: Access) -> Result<Node> {
         let read_error = |e| Error::io("cannot read node", path, e);
-        // The header region (ciphertext: nothing here needs wiping).
-        let len = storage.len().map_err(read_error)?;
-        let mut head = vec![0u8; len.min(crate::format::header::LOG_OFFSET) as usize];
-        storage.read_exact_at(0, &mut head).map_err(read_error)?;
+        let (_, head) = header_region(storage.as_ref()).map_err(read_error)?;
         let (header, key, both) = Header::open(&head, pass).map_err(|e| header_error(path, e))?;
         let mut state = State::default();
         let mut replay = Replay { state: &mut state, parser: journal::Parser::new(), reset: false, staged: None };
@@ -582,9 +579,7 @@ impl Node {
     /// fails.
     fn reopen(&mut self) -> std::io::Result<()> {
         self.storage.reopen()?;
-        let len = self.storage.len()?;
-        let mut head = vec![0u8; len.min(crate::format::header::LOG_OFFSET) as usize];
-        self.storage.read_exact_at(0, &mut head)?;
+        let (len, head) = header_region(self.storage.as_ref())?;
         let (found, _) = Header::decode(&head).map_err(|_| std::io::Error::other("the reopened node's header does not read"))?;
         let h = &found[0];
         let same = h.node_id == self.header.node_id && h.epoch == self.header.epoch && h.log_start == self.header.log_start;
@@ -730,6 +725,14 @@ impl log::Sink for Replay<'_> {
         }
         Ok(())
     }
+}
+
+/// The file's length and its header region (ciphertext: nothing here needs wiping).
+fn header_region(storage: &dyn Storage) -> std::io::Result<(u64, Vec<u8>)> {
+    let len = storage.len()?;
+    let mut head = vec![0u8; len.min(crate::format::header::LOG_OFFSET) as usize];
+    storage.read_exact_at(0, &mut head)?;
+    Ok((len, head))
 }
 
 /// Refuses a secret larger than a git object may be.

@@ -73,6 +73,16 @@ impl Repo {
         self.head
     }
 
+    /// Moves the head to commit `oid`, which must be present.
+    fn set_head(&mut self, name: &Name, oid: Oid) -> Result<(), String> {
+        if !self.has(oid) {
+            return Err(format!("head of {name:?} names absent commit {oid}"));
+        }
+        self.head = Some(oid);
+        self.tree = OnceLock::new();
+        Ok(())
+    }
+
     /// Whether the object is present.
     pub fn has(&self, oid: Oid) -> bool {
         self.objects.index.contains_key(&oid)
@@ -157,6 +167,11 @@ fn member_bytes(len: usize) -> u64 {
     1024 + (len as u64).div_ceil(512) * 512
 }
 
+/// Why a record names a repository the state does not have.
+fn missing_repo(r: &Name) -> String {
+    format!("record for unknown repository {r:?}")
+}
+
 /// A tag: entry name → (repository, secret).
 pub type Tag = BTreeMap<Name, (Name, Name)>;
 
@@ -174,7 +189,6 @@ impl State {
     /// Applies one record. Fails (with a reason) on a record that contradicts the state,
     /// which in a replayed log means damage or tampering.
     pub fn apply(&mut self, record: Record) -> Result<(), String> {
-        let missing_repo = |r: &Name| format!("record for unknown repository {r:?}");
         match record {
             Record::Repo(r) => {
                 self.repos.entry(r).or_default();
@@ -185,11 +199,7 @@ impl State {
             }
             Record::Head(r, oid) => {
                 let repo = self.repos.get_mut(&r).ok_or_else(|| missing_repo(&r))?;
-                if !repo.has(oid) {
-                    return Err(format!("head of {r:?} names absent commit {oid}"));
-                }
-                repo.head = Some(oid);
-                repo.tree = OnceLock::new();
+                repo.set_head(&r, oid)?;
             }
             Record::Tag(t) => {
                 self.tags.entry(t).or_default();
@@ -228,7 +238,7 @@ impl State {
                 self.apply(record)?;
                 continue;
             };
-            let repo = self.repos.get_mut(&r).ok_or_else(|| format!("record for unknown repository {r:?}"))?;
+            let repo = self.repos.get_mut(&r).ok_or_else(|| missing_repo(&r))?;
             let run =
                 records.as_slice().iter().take_while(|next| matches!(next, Record::Object(n, ..) | Record::Head(n, _) if *n == r)).count();
             let bytes: usize =
@@ -240,13 +250,7 @@ impl State {
                     Record::Object(_, oid, z) => {
                         repo.objects.insert(oid, z)?;
                     }
-                    Record::Head(_, oid) => {
-                        if !repo.has(oid) {
-                            return Err(format!("head of {r:?} names absent commit {oid}"));
-                        }
-                        repo.head = Some(oid);
-                        repo.tree = OnceLock::new();
-                    }
+                    Record::Head(_, oid) => repo.set_head(&r, oid)?,
                     _ => unreachable!("the run holds objects and heads only"),
                 }
             }

@@ -722,29 +722,6 @@ fn replay_frames(frames: &mut Frames<'_>, sink: &mut dyn Sink) -> Result<Replaye
     })
 }
 
-/// Seals `plaintext` as the frames of one transaction, at most `chunk` bytes of plaintext
-/// each, and writes each frame at its place from `pos` on (not synced): one frame in memory at
-/// a time. Returns the transaction's length in bytes and frames.
-fn write_frames(
-    storage: &mut dyn Storage,
-    header: &Header,
-    key: &Key,
-    pos: Position,
-    plaintext: &[u8],
-    reset: bool,
-    chunk: usize,
-) -> io::Result<(u64, u64)> {
-    let chunks: Vec<&[u8]> = if plaintext.is_empty() { vec![&[][..]] } else { plaintext.chunks(chunk).collect() };
-    let (mut at, mut frame) = (pos.end, Vec::new());
-    for (i, c) in chunks.iter().enumerate() {
-        frame.clear();
-        seal_frame(header, key, frame_flags(i == 0, i + 1 == chunks.len(), reset), pos.epoch, pos.next_seq + i as u64, at, c, &mut frame)?;
-        storage.write_at(at, &frame)?;
-        at += frame.len() as u64;
-    }
-    Ok((at - pos.end, chunks.len() as u64))
-}
-
 /// The flags of a transaction's frame.
 fn frame_flags(first: bool, last: bool, reset: bool) -> u8 {
     let mut flags = if last { FLAG_COMMIT } else { 0 };
@@ -782,8 +759,9 @@ fn seal_frame(
 pub type Produce<'a> = dyn FnMut(&mut dyn FnMut(&[u8]) -> io::Result<()>) -> io::Result<()> + 'a;
 
 /// Seals a transaction's plaintext frame by frame as it is produced and writes each frame at
-/// its place: memory holds about two frames whatever the transaction's size. The frames are
-/// those [`write_frames`] makes of the whole plaintext.
+/// its place: memory holds about two frames whatever the transaction's size. A frame holds
+/// `chunk` bytes of plaintext, the last one the rest (the only empty frame is that of an empty
+/// transaction), so the frames depend only on the plaintext's length, however it is fed.
 struct FrameWriter<'s> {
     storage: &'s mut dyn Storage,
     header: &'s Header,
@@ -799,12 +777,16 @@ struct FrameWriter<'s> {
     frames: u64,
     /// Plaintext not sealed yet: at most one frame's after each feed.
     pending: Zeroizing<Vec<u8>>,
+    /// The frame being written (ciphertext), reused.
+    frame: Vec<u8>,
 }
 
 impl FrameWriter<'_> {
     fn feed(&mut self, mut bytes: &[u8]) -> io::Result<()> {
         while !bytes.is_empty() {
             let take = bytes.len().min(2 * self.chunk - self.pending.len());
+            // Grown as needed (a save is a few KiB), never by a copy left unwiped.
+            crate::secret::reserve(&mut self.pending, take, 2 * self.chunk);
             self.pending.extend_from_slice(&bytes[..take]);
             bytes = &bytes[take..];
             // A frame is sealed once more follows it, so that the last one carries COMMIT.
@@ -818,16 +800,17 @@ impl FrameWriter<'_> {
     fn write_frame(&mut self, last: bool) -> io::Result<()> {
         let n = if last { self.pending.len() } else { self.chunk };
         let flags = frame_flags(self.frames == 0, last, self.reset);
-        let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + n + aead::TAG_BYTES);
-        seal_frame(self.header, self.key, flags, self.epoch, self.seq, self.at, &self.pending[..n], &mut frame)?;
-        if self.at + frame.len() as u64 > self.limit {
+        self.frame.clear();
+        seal_frame(self.header, self.key, flags, self.epoch, self.seq, self.at, &self.pending[..n], &mut self.frame)?;
+        let len = self.frame.len() as u64;
+        if self.at + len > self.limit {
             return Err(io::Error::other("the transaction outgrew the room it was given"));
         }
-        self.storage.write_at(self.at, &frame)?;
+        self.storage.write_at(self.at, &self.frame)?;
         let rest = self.pending.len() - n;
         self.pending.copy_within(n.., 0);
         self.pending.truncate(rest);
-        self.at += frame.len() as u64;
+        self.at += len;
         self.seq += 1;
         self.frames += 1;
         Ok(())
@@ -847,9 +830,21 @@ fn write_transaction(
     chunk: usize,
     produce: &mut Produce<'_>,
 ) -> io::Result<(u64, u64)> {
-    let pending = Zeroizing::new(Vec::with_capacity(2 * chunk));
-    let mut w =
-        FrameWriter { storage, header, key, epoch: pos.epoch, reset, chunk, at: pos.end, limit, seq: pos.next_seq, frames: 0, pending };
+    let (pending, frame) = (Zeroizing::default(), Vec::new());
+    let mut w = FrameWriter {
+        storage,
+        header,
+        key,
+        epoch: pos.epoch,
+        reset,
+        chunk,
+        at: pos.end,
+        limit,
+        seq: pos.next_seq,
+        frames: 0,
+        pending,
+        frame,
+    };
     produce(&mut |bytes| w.feed(bytes))?;
     w.write_frame(true)?;
     Ok((w.at - pos.end, w.frames))
@@ -861,7 +856,7 @@ pub fn append(storage: &mut dyn Storage, header: &Header, key: &Key, pos: &mut P
     if storage.len()? != pos.end {
         storage.truncate(pos.end)?;
     }
-    let (len, frames) = write_frames(storage, header, key, *pos, plaintext, reset, MAX_FRAME_PLAINTEXT)?;
+    let (len, frames) = write_transaction(storage, header, key, *pos, u64::MAX, reset, MAX_FRAME_PLAINTEXT, &mut |out| out(plaintext))?;
     storage.sync()?;
     pos.end += len;
     pos.next_seq += frames;
@@ -1000,7 +995,8 @@ mod tests {
         write_header(&mut storage, &mut header, &key).unwrap();
         let mut pos = Position { epoch: header.epoch, next_seq: 0, end: header.log_start };
         for (plaintext, reset, chunk) in txns {
-            let (len, frames) = write_frames(&mut storage, &header, &key, pos, plaintext, *reset, *chunk).unwrap();
+            let (len, frames) =
+                write_transaction(&mut storage, &header, &key, pos, u64::MAX, *reset, *chunk, &mut |out| out(plaintext)).unwrap();
             pos.end += len;
             pos.next_seq += frames;
         }
