@@ -172,6 +172,8 @@ fn wait_readable(fd: &std::os::fd::OwnedFd, timeout: std::time::Duration) -> Opt
     // SAFETY: `p` is one valid pollfd for the duration of the call.
     let r = unsafe { libc::poll(&mut p, 1, ms) };
     match r {
+        // POLLNVAL: a kernel (or sandbox) that cannot poll pidfds; the caller polls instead.
+        r if r > 0 && p.revents & libc::POLLNVAL != 0 => None,
         r if r > 0 => Some(p.revents & libc::POLLIN != 0 || p.revents & (libc::POLLERR | libc::POLLHUP) != 0),
         0 => Some(false),
         _ if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => Some(false),

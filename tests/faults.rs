@@ -329,7 +329,7 @@ impl Fixture {
 
     /// The daemon's log so far.
     fn log(&self) -> String {
-        fs::read_to_string(self.m.as_ref().unwrap().runtime.join("polykey/mountd.log")).unwrap_or_default()
+        self.m().log()
     }
 
     /// Waits for the log to mention `what`.

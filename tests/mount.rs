@@ -254,23 +254,67 @@ fn kill_9_leaves_no_dead_mount_even_when_fusermounts_auto_unmount_is_gone() {
     let Some(mut m) = seeded() else { return };
     let mnt = fs::canonicalize(&m.mnt).unwrap();
     let mnt_arg = mnt.as_os_str().as_encoded_bytes();
-    let watchers = processes_with(&[b"polykey-mountd", b"--watch", mnt_arg]);
-    assert_eq!(watchers.len(), 1, "one dead-mount watcher per mount");
+    let watchers = || processes_with(&[b"polykey-mountd", b"--watch", mnt_arg]);
+    // The daemon logs a watcher it could not start just after "mounted": wait for that line.
+    wait_for(10, || m.log().contains("mounted "));
+    assert_eq!(watchers().len(), 1, "one dead-mount watcher per mount{}", m.diagnosis());
     // Only the watcher is left to notice: fusermount3's auto_unmount helper goes first.
     let helpers = processes_with(&[b"fusermount3", mnt_arg]);
-    assert!(!helpers.is_empty(), "fusermount3's auto_unmount helper for {}", mnt.display());
+    assert!(!helpers.is_empty(), "fusermount3's auto_unmount helper for {}{}", mnt.display(), m.diagnosis());
     for pid in helpers {
         assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
     }
     assert!(m.pid() != 0 && Command::new("kill").args(["-9", &m.pid().to_string()]).status().unwrap().success());
-    assert!(wait_for(10, || !is_mounted(&m.mnt)), "a dead mount was left behind");
+    assert!(wait_for(10, || !is_mounted(&m.mnt)), "a dead mount was left behind{}", m.diagnosis());
     m.forget_mounted();
-    assert!(wait_for(10, || processes_with(&[b"--watch", mnt_arg]).is_empty()), "the watcher ends with the mount");
+    assert!(wait_for(10, || watchers().is_empty()), "the watcher ends with the mount{}", m.diagnosis());
     // A normal unmount ends the watcher too.
     m.mount(&[]);
-    assert_eq!(processes_with(&[b"--watch", mnt_arg]).len(), 1);
+    let watcher = watchers();
+    assert_eq!(watcher.len(), 1, "{}", m.diagnosis());
+    // SIGTERM and SIGHUP to the daemon's process group (a session ending) must not end it first.
+    for sig in ["-TERM", "-HUP"] {
+        assert!(Command::new("kill").args([sig, &watcher[0].to_string()]).status().unwrap().success());
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(watchers(), watcher, "the watcher ignores shutdown signals{}", m.diagnosis());
     m.unmount();
-    assert!(wait_for(10, || processes_with(&[b"--watch", mnt_arg]).is_empty()), "the watcher ends with the mount");
+    assert!(wait_for(10, || watchers().is_empty()), "the watcher ends with the unmount{}", m.diagnosis());
+}
+
+/// Where each of `pid`'s open descriptors points.
+fn open_files(pid: u32) -> Vec<std::path::PathBuf> {
+    let fds = fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    fds.flatten().filter_map(|e| fs::read_link(e.path()).ok()).collect()
+}
+
+#[test]
+fn the_daemon_and_its_watcher_keep_none_of_their_callers_descriptors() {
+    let Some(mut m) = Mounted::new() else { return };
+    m.unmount();
+    // A caller's descriptor without close-on-exec (a CI runner's pipe, a shell's `9>file`):
+    // the daemon outlives its caller and must not hold it.
+    let marker = m.node.dir.path().join("callers-file");
+    let cli = m.cli();
+    let mut sh = Command::new("sh");
+    sh.arg("-c").arg("exec \"$@\" 9>>\"$POLYKEY_TEST_MARKER\"").arg("sh").arg(cli.get_program()).args(cli.get_args());
+    for (k, v) in cli.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    let o = run(sh.env("POLYKEY_TEST_MARKER", &marker).arg("mount").arg(&m.mnt));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    m.adopt_mounted();
+    let mnt = fs::canonicalize(&m.mnt).unwrap();
+    let watchers = processes_with(&[b"polykey-mountd", b"--watch", mnt.as_os_str().as_encoded_bytes()]);
+    assert_eq!(watchers.len(), 1, "{}", m.diagnosis());
+    for pid in [m.pid(), watchers[0]] {
+        let files = open_files(pid);
+        assert!(!files.contains(&marker), "process {pid} holds its caller's descriptor: {files:?}");
+    }
+    m.unmount();
 }
 
 #[test]

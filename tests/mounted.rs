@@ -103,9 +103,29 @@ impl Mounted {
         self.mounted = false;
     }
 
+    /// Marks a mount that the test made another way as this one's, to be unmounted on drop.
+    pub fn adopt_mounted(&mut self) {
+        assert!(is_mounted(&self.mnt));
+        self.mounted = true;
+    }
+
     /// Marks the mount as gone (after a test unmounted or killed it another way).
     pub fn forget_mounted(&mut self) {
         self.mounted = false;
+    }
+
+    /// The daemon's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.runtime.join("polykey/mountd.log")).unwrap_or_default()
+    }
+
+    /// What a failed mount test should show: the daemon's log and every Polykey-related
+    /// process (daemons, their watchers, fusermount3 helpers) with its state.
+    pub fn diagnosis(&self) -> String {
+        let ps = Command::new("ps").args(["-eo", "pid,ppid,stat,args"]).output().map(|o| o.stdout).unwrap_or_default();
+        let ps: Vec<&str> =
+            std::str::from_utf8(&ps).unwrap_or("").lines().filter(|l| l.contains("polykey") || l.contains("fusermount")).collect();
+        format!("\n-- daemon log:\n{}-- processes:\n{}", self.log(), ps.join("\n"))
     }
 
     /// A path inside the mount.

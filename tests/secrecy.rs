@@ -476,11 +476,6 @@ fn remount_with(m: &mut Mounted, mut cmd: Command) -> OwnMount {
     own
 }
 
-/// The daemon's log.
-fn daemon_log(m: &Mounted) -> String {
-    fs::read_to_string(m.runtime.join("polykey/mountd.log")).unwrap_or_default()
-}
-
 /// An editor's command with a fresh HOME, TMPDIR and XDG folders, run from HOME.
 fn editor(program: &str, home: &Path) -> Command {
     let mut c = Command::new(program);
@@ -915,17 +910,17 @@ fn daemon_memory_is_locked_where_permitted() {
     let (soft, _) = limit(pid, "Max locked memory");
     let by_limit = soft == "unlimited" || soft.parse::<u64>().is_ok_and(|v| v >= 4 << 30);
     let by_capability = cap_eff(pid) & (1 << CAP_IPC_LOCK) != 0;
-    assert!(wait_for(5, || daemon_log(&m).contains("mounted ")), "the daemon's log: {}", daemon_log(&m));
+    assert!(wait_for(5, || m.log().contains("mounted ")), "the daemon's log: {}", m.log());
     if !by_limit && !by_capability {
         eprintln!("SKIP: the daemon may not lock memory here (RLIMIT_MEMLOCK {soft}, no CAP_IPC_LOCK)");
-        assert!(daemon_log(&m).contains("memory is not locked"), "the log must say so: {}", daemon_log(&m));
+        assert!(m.log().contains("memory is not locked"), "the log must say so: {}", m.log());
         return;
     }
     let locked = vm_lck_kib(pid);
     assert!(
         locked > 0,
         "the daemon may lock its memory (RLIMIT_MEMLOCK {soft}, CAP_IPC_LOCK {by_capability}) but VmLck is {locked} kB; its log: {}",
-        daemon_log(&m)
+        m.log()
     );
 }
 
@@ -955,9 +950,9 @@ fn where_memory_cannot_be_locked_the_daemon_still_mounts_and_says_so() {
     assert_eq!(fs::read(m.p("repos/r/s")).unwrap(), b"unlocked");
     assert_eq!(vm_lck_kib(pid), 0);
     assert!(
-        wait_for(5, || daemon_log(&m).contains("memory is not locked and may be swapped")),
+        wait_for(5, || m.log().contains("memory is not locked and may be swapped")),
         "the log must say that memory is not locked: {}",
-        daemon_log(&m)
+        m.log()
     );
     assert_eq!(limit(pid, "Max core file size"), ("0".into(), "0".into()));
 }

@@ -191,6 +191,7 @@ mod unix {
     use std::sync::mpsc;
 
     pub fn main() -> ExitCode {
+        sys::close_inherited_fds();
         let mut raw = std::env::args_os().skip(1);
         if raw.next().is_some_and(|a| a == crate::watch::FLAG) {
             return crate::watch::run(raw);

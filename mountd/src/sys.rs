@@ -1,5 +1,6 @@
 //! The few operating-system calls std does not offer: memory locking, core-dump and ptrace
-//! protection, session and signal handling, peer credentials. The only unsafe code here.
+//! protection, session and signal handling, peer credentials, descriptor hygiene. The only
+//! unsafe code here.
 
 #![allow(unsafe_code)]
 
@@ -63,6 +64,30 @@ fn has_ipc_lock() -> bool {
         .ok()
         .and_then(|s| s.lines().find_map(|l| l.strip_prefix("CapEff:").map(|v| u64::from_str_radix(v.trim(), 16).unwrap_or(0))))
         .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+}
+
+/// Closes every descriptor above standard error that this process inherited. A daemon lives
+/// on after whoever started it: a pipe it kept open would hold that caller's reader waiting for
+/// an end of file (`$(polykey mount …)`, a CI runner), a kept file would keep a disk busy, and
+/// the watcher would inherit them in turn. Called first thing in `main`, before this process
+/// opens anything of its own.
+pub fn close_inherited_fds() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: close_range(2) only closes descriptors; none above 2 is owned by anything yet.
+        if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } == 0 {
+            return;
+        }
+    }
+    // No close_range (Linux < 5.9, other systems): close what /dev/fd lists.
+    let Ok(entries) = std::fs::read_dir("/dev/fd") else { return };
+    let fds: Vec<i32> = entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).filter(|&fd| fd > 2).collect();
+    for fd in fds {
+        // SAFETY: as above; the listing's own descriptor is already closed (EBADF is harmless).
+        unsafe {
+            libc::close(fd);
+        }
+    }
 }
 
 /// Starts a new session, detaching from the controlling terminal.

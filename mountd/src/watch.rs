@@ -12,9 +12,10 @@
 //!
 //! It holds nothing of the node: it is a fresh `exec` of this binary, given the daemon's pid,
 //! the mount's device number and its path; its standard streams are closed and its working
-//! folder is `/`, so it keeps nothing busy. It inherits the daemon's blocked shutdown signals,
-//! so a SIGTERM meant for the daemon does not end it. When the daemon unmounts normally, the
-//! watcher finds no mount and exits.
+//! folder is `/`, so it keeps nothing busy. It blocks the shutdown signals (itself, not
+//! trusting the spawn to pass the daemon's mask on), so a SIGTERM or SIGHUP sent to the daemon's
+//! process group does not end it before the daemon. When the daemon unmounts normally, the watcher
+//! finds no mount and exits.
 
 use polykey::runtime::MountRecord;
 use std::ffi::OsString;
@@ -30,19 +31,28 @@ pub const FLAG: &str = "--watch";
 /// Starts the watcher of the mount this process has just made at `mountpoint`.
 pub fn spawn(mountpoint: &Path) -> io::Result<()> {
     let dev = mount_dev(mountpoint).ok_or_else(|| io::Error::other("the new mount is not in /proc/self/mountinfo"))?;
-    // The exact binary running now, even if the file at its path was replaced since.
-    Command::new("/proc/self/exe")
-        .arg0("polykey-mountd")
-        .arg(FLAG)
-        .arg(std::process::id().to_string())
-        .arg(dev)
-        .arg(mountpoint)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .current_dir("/")
-        .spawn()?;
-    Ok(())
+    let start = |program: &Path| {
+        Command::new(program)
+            .arg0("polykey-mountd")
+            .arg(FLAG)
+            .arg(std::process::id().to_string())
+            .arg(&dev)
+            .arg(mountpoint)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .current_dir("/")
+            .spawn()
+    };
+    // The exact binary running now, even if the file at its path was replaced since; where
+    // the magic link cannot be executed (some sandboxes), the binary at its path.
+    match start(Path::new("/proc/self/exe")) {
+        Ok(_) => Ok(()),
+        Err(first) => match std::env::current_exe() {
+            Ok(path) => start(&path).map(drop).map_err(|e| io::Error::other(format!("{first}; {}: {e}", path.display()))),
+            Err(_) => Err(first),
+        },
+    }
 }
 
 /// `polykey-mountd --watch PID DEV MOUNTPOINT`: waits for process PID to end, then detaches
@@ -54,6 +64,7 @@ pub fn run(mut args: impl Iterator<Item = OsString>) -> ExitCode {
     let (Some(pid), Some(dev)) = (pid.to_str().and_then(|p| p.parse().ok()), dev.into_string().ok()) else {
         return ExitCode::from(2);
     };
+    crate::sys::block_shutdown_signals();
     let mountpoint = PathBuf::from(mountpoint);
     let daemon = MountRecord { pid, node: PathBuf::new(), mountpoint: mountpoint.clone() };
     while !daemon.wait_gone(Duration::from_secs(24 * 3600)) {}
@@ -77,14 +88,22 @@ fn mount_dev(mountpoint: &Path) -> Option<String> {
 
 /// The device of a mountinfo line if it is a Polykey mount at `want`: fields are
 /// `id parent major:minor root mountpoint options [optional…] - fstype source superoptions`,
-/// with spaces, tabs, newlines and backslashes in paths written as octal escapes.
+/// with spaces, tabs, newlines and backslashes in paths written as octal escapes. The type is
+/// `fuse.polykey`, or plain `fuse` with source `polykey#polykey` where fusermount3 had to mount
+/// without a subtype.
 fn polykey_mount(line: &[u8], want: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(line).ok()?;
     let (fields, rest) = text.split_once(" - ")?;
     let mut fields = fields.split(' ');
     let dev = fields.nth(2)?;
     let at = fields.nth(1)?;
-    (rest.split(' ').next() == Some("fuse.polykey") && unescape(at) == want).then(|| dev.to_owned())
+    let mut rest = rest.split(' ');
+    let ours = match (rest.next(), rest.next()) {
+        (Some("fuse.polykey"), _) => true,
+        (Some("fuse"), Some(source)) => source == "polykey#polykey",
+        _ => false,
+    };
+    (ours && unescape(at) == want).then(|| dev.to_owned())
 }
 
 fn unescape(field: &str) -> Vec<u8> {
@@ -120,5 +139,9 @@ mod tests {
         assert_eq!(polykey_mount(shared, b"/m").as_deref(), Some("0:77"));
         let other = b"812 29 0:78 / /m rw - fuse.sshfs host: rw";
         assert_eq!(polykey_mount(other, b"/m"), None);
+        let no_subtype = b"812 29 0:79 / /m rw - fuse polykey#polykey rw";
+        assert_eq!(polykey_mount(no_subtype, b"/m").as_deref(), Some("0:79"));
+        let other_plain = b"812 29 0:80 / /m rw - fuse sshfs#host: rw";
+        assert_eq!(polykey_mount(other_plain, b"/m"), None);
     }
 }
