@@ -37,6 +37,11 @@ impl NameKind {
 impl Name {
     /// Validates `bytes` as a name of `kind`.
     pub fn new(kind: NameKind, bytes: &[u8]) -> Result<Self> {
+        Self::check(kind, bytes).map(|()| Name(bytes.to_vec()))
+    }
+
+    /// Whether `bytes` is a valid name of `kind`, without making one.
+    pub fn check(kind: NameKind, bytes: &[u8]) -> Result<()> {
         let reason = if bytes.is_empty() {
             Some("names must not be empty")
         } else if bytes.len() > MAX_NAME_BYTES {
@@ -55,7 +60,7 @@ impl Name {
         };
         match reason {
             Some(reason) => Err(Error::InvalidName { kind: kind.label(), name: String::from_utf8_lossy(bytes).into_owned(), reason }),
-            None => Ok(Name(bytes.to_vec())),
+            None => Ok(()),
         }
     }
 

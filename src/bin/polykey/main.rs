@@ -173,9 +173,17 @@ fn out_line(out: &mut impl Write, parts: &[&[u8]]) -> io::Result<()> {
     out.write_all(b"\n")
 }
 
-fn json(out: &mut impl Write, value: &serde_json::Value) -> io::Result<()> {
-    serde_json::to_writer(&mut *out, value).map_err(io::Error::other)?;
-    out.write_all(b"\n")
+/// Writes `items` as one JSON array, an item at a time: a list of 25,000 never exists as one
+/// JSON value in memory.
+fn json_array(out: &mut impl Write, items: impl Iterator<Item = serde_json::Value>) -> io::Result<()> {
+    out.write_all(b"[")?;
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, &item).map_err(io::Error::other)?;
+    }
+    out.write_all(b"]\n")
 }
 
 /// Formats Unix seconds as ISO 8601 UTC (civil-from-days, Howard Hinnant's algorithm).
@@ -223,18 +231,16 @@ fn print(g: &Global, resp: Response) -> CliResult {
             }
         }
         Response::Names(list) if g.json => {
-            let v: Vec<_> = list.iter().map(|n| serde_json::json!({ "name": n.display() })).collect();
-            json(&mut out, &serde_json::Value::Array(v))?;
+            json_array(&mut out, list.iter().map(|n| serde_json::json!({ "name": String::from_utf8_lossy(n) })))?;
         }
         Response::Names(list) => {
-            for n in list {
-                out_line(&mut out, &[n.as_bytes()])?;
+            for n in list.iter() {
+                out_line(&mut out, &[n])?;
             }
         }
         Response::Entries(es) if g.json => {
-            let v: Vec<_> =
-                es.iter().map(|(e, r, s)| serde_json::json!({ "name": e.display(), "repo": r.display(), "secret": s.display() })).collect();
-            json(&mut out, &serde_json::Value::Array(v))?;
+            let items = es.iter().map(|(e, r, s)| serde_json::json!({ "name": e.display(), "repo": r.display(), "secret": s.display() }));
+            json_array(&mut out, items)?;
         }
         Response::Entries(es) => {
             for (e, r, s) in es {
@@ -243,11 +249,9 @@ fn print(g: &Global, resp: Response) -> CliResult {
         }
         Response::Data(d) => out.write_all(&d)?,
         Response::Log(entries) if g.json => {
-            let v: Vec<_> = entries
-                .iter()
-                .map(|e| serde_json::json!({ "id": e.id.to_string(), "time": iso8601(e.time), "message": e.message }))
-                .collect();
-            json(&mut out, &serde_json::Value::Array(v))?;
+            let items =
+                entries.iter().map(|e| serde_json::json!({ "id": e.id.to_string(), "time": iso8601(e.time), "message": e.message }));
+            json_array(&mut out, items)?;
         }
         Response::Log(entries) => {
             for e in &entries {

@@ -81,7 +81,7 @@ fn recipe(u: &mut Unstructured<'_>) -> Result<()> {
     let n = u.int_in_range(0..=3)?;
     let resp = match u.int_in_range(0..=7)? {
         0 => Response::Done,
-        1 => Response::Names((0..n).map(|_| name(u, TagEntry)).collect::<Result<_>>()?),
+        1 => Response::Names((0..n).map(|_| name(u, TagEntry)).collect::<Result<Vec<_>>>()?.iter().collect()),
         2 => Response::Entries((0..n).map(|_| Ok((name(u, TagEntry)?, name(u, Repo)?, name(u, Secret)?))).collect::<Result<_>>()?),
         3 => Response::Data(Zeroizing::new(bytes(u, 300)?.to_vec())),
         4 => Response::Log(
