@@ -172,7 +172,8 @@ impl NameList {
 
 impl<'a> FromIterator<&'a Name> for NameList {
     fn from_iter<I: IntoIterator<Item = &'a Name>>(names: I) -> Self {
-        let mut list = NameList::default();
+        let names = names.into_iter();
+        let mut list = NameList(Vec::with_capacity(names.size_hint().0 * 16));
         for n in names {
             list.push(n.as_bytes());
         }

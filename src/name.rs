@@ -46,10 +46,9 @@ impl Name {
             Some("names must not be empty")
         } else if bytes.len() > MAX_NAME_BYTES {
             Some("names are at most 255 bytes")
-        } else if bytes.contains(&b'/') {
-            Some("names must not contain '/'")
-        } else if bytes.contains(&0) {
-            Some("names must not contain NUL")
+        } else if let Some(&b) = bytes.iter().find(|&&b| b == b'/' || b == 0) {
+            // One pass for both: names are short, and a client checks 25,000 of them per `ls`.
+            Some(if b == b'/' { "names must not contain '/'" } else { "names must not contain NUL" })
         } else if bytes == b"." || bytes == b".." {
             Some("'.' and '..' are reserved")
         } else if kind == NameKind::Secret && bytes.eq_ignore_ascii_case(b".git") {
