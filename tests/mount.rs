@@ -272,6 +272,8 @@ fn kill_9_leaves_no_dead_mount_even_when_fusermounts_auto_unmount_is_gone() {
     m.mount(&[]);
     let watcher = watchers();
     assert_eq!(watcher.len(), 1, "{}", m.diagnosis());
+    // Named for what it is: `ps` shows it, and `pkill polykey-mountd` leaves it to clean up.
+    assert_eq!(fs::read_to_string(format!("/proc/{}/comm", watcher[0])).unwrap(), "polykey-watch\n");
     // SIGTERM and SIGHUP to the daemon's process group (a session ending) must not end it first.
     for sig in ["-TERM", "-HUP"] {
         assert!(Command::new("kill").args([sig, &watcher[0].to_string()]).status().unwrap().success());

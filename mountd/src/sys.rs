@@ -90,6 +90,18 @@ pub fn close_inherited_fds() {
     }
 }
 
+/// Names this process `name` for `ps`, `top` and `pkill` (Linux's `comm`, at most 15 bytes); a
+/// no-op elsewhere.
+pub fn set_process_name(name: &std::ffi::CStr) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string, truncated to 16 bytes by the kernel.
+    unsafe {
+        libc::prctl(libc::PR_SET_NAME, name.as_ptr(), 0, 0, 0);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = name;
+}
+
 /// Starts a new session, detaching from the controlling terminal.
 pub fn setsid() {
     // SAFETY: setsid has no memory-safety preconditions; failure (already a leader) is harmless.

@@ -10,7 +10,8 @@
 //! watcher waits on a pidfd instead, which is readable only once the daemon has wholly exited
 //! (every descriptor closed, the connection aborted), and then looks the same way.
 //!
-//! It holds nothing of the node: it is a fresh `exec` of this binary, given the daemon's pid,
+//! It shows as `polykey-watch` in `ps` and `top`, so `pkill polykey-mountd` ends the daemon but
+//! leaves the watcher to remove its mount. It holds nothing of the node: it is a fresh `exec` of this binary, given the daemon's pid,
 //! the mount's device number and its path; its standard streams are closed and its working
 //! folder is `/`, so it keeps nothing busy. It blocks the shutdown signals (itself, not
 //! trusting the spawn to pass the daemon's mask on), so a SIGTERM or SIGHUP sent to the daemon's
@@ -65,6 +66,9 @@ pub fn run(mut args: impl Iterator<Item = OsString>) -> ExitCode {
         return ExitCode::from(2);
     };
     crate::sys::block_shutdown_signals();
+    // Exec'd through /proc/self/exe it would show as "exe"; and `pkill polykey-mountd` should
+    // leave it alive to clean up after the daemon it killed.
+    crate::sys::set_process_name(c"polykey-watch");
     let mountpoint = PathBuf::from(mountpoint);
     let daemon = MountRecord { pid, node: PathBuf::new(), mountpoint: mountpoint.clone() };
     while !daemon.wait_gone(Duration::from_secs(24 * 3600)) {}
