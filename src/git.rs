@@ -115,6 +115,15 @@ pub fn stored_body(z: &[u8]) -> Option<std::ops::Range<usize>> {
 
 /// Inflates and verifies a loose object, checking it is of `want` kind.
 pub fn decode(oid: Oid, zbytes: &[u8], want: ObjectType) -> Result<Zeroizing<Vec<u8>>, ObjectError> {
+    let (kind, body) = decode_any(oid, zbytes)?;
+    if kind != want {
+        return Err(ObjectError::WrongKind(oid, kind_name(want)));
+    }
+    Ok(body)
+}
+
+/// Inflates and verifies a loose object of any kind: its kind and body.
+pub fn decode_any(oid: Oid, zbytes: &[u8]) -> Result<(ObjectType, Zeroizing<Vec<u8>>), ObjectError> {
     let raw = inflate(oid, zbytes, MAX_OBJECT_BYTES + 64)?;
     let nul = raw.iter().take(32).position(|&b| b == 0).ok_or(ObjectError::Malformed(oid))?;
     let header = std::str::from_utf8(&raw[..nul]).map_err(|_| ObjectError::Malformed(oid))?;
@@ -137,10 +146,7 @@ pub fn decode(oid: Oid, zbytes: &[u8], want: ObjectType) -> Result<Zeroizing<Vec
     if Oid::hash_object(kind, &body).ok() != Some(oid) {
         return Err(ObjectError::HashMismatch(oid));
     }
-    if kind != want {
-        return Err(ObjectError::WrongKind(oid, kind_name(want)));
-    }
-    Ok(body)
+    Ok((kind, body))
 }
 
 /// Inflates at most `limit` bytes of a zlib stream (what follows is left unread: the callers'

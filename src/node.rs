@@ -259,12 +259,20 @@ impl Node {
         let body = git::commit_body(tree_oid, parent.as_slice(), time, message);
         let (commit_oid, commit_z) = git::encode(ObjectType::Commit, &body);
         for (oid, z) in extra.into_iter().chain([(tree_oid, tree_z), (commit_oid, commit_z)]) {
-            if !self.repo(repo)?.has(oid) {
-                self.record(Record::Object(repo.clone(), oid, z))?;
-            }
+            self.record_object(repo, oid, z)?;
         }
         self.record(Record::Head(repo.clone(), commit_oid))?;
         Ok(commit_oid)
+    }
+
+    /// Records object `oid` (good bytes `z`) in `repo` unless an intact copy is there already:
+    /// writing it repairs a damaged copy or one recorded under the wrong id.
+    fn record_object(&mut self, repo: &Name, oid: Oid, mut z: Vec<u8>) -> Result<()> {
+        if self.repo(repo)?.holds(oid, &z) {
+            zeroize::Zeroize::zeroize(&mut z); // A stored block holds a secret verbatim.
+            return Ok(());
+        }
+        self.record(Record::Object(repo.clone(), oid, z))
     }
 
     /// Creates an empty repository; fails if it exists.
@@ -286,7 +294,11 @@ impl Node {
         let blob_z = zeroize::Zeroizing::new(blob_z);
         let mut tree = self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.to_tree();
         let verb = match tree.insert(secret.clone(), blob) {
-            Some(old) if old == blob => return Ok(false),
+            Some(old) if old == blob => {
+                // Unchanged, but a damaged copy of the blob is repaired by the good one.
+                self.record_object(repo, blob, blob_z.to_vec())?;
+                return Ok(false);
+            }
             Some(_) => "Update",
             None => "Add",
         };
@@ -342,11 +354,17 @@ impl Node {
         }
         let mut tree = self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.to_tree();
         let mut blobs = Vec::new();
+        let mut unchanged = Vec::new();
         for (secret, data) in items {
             let (blob, z) = git::encode(ObjectType::Blob, data);
-            if tree.insert(secret.clone(), blob) != Some(blob) {
+            if tree.insert(secret.clone(), blob) == Some(blob) {
+                unchanged.push((blob, z));
+            } else {
                 blobs.push((blob, z));
             }
+        }
+        for (blob, z) in unchanged {
+            self.record_object(repo, blob, z)?; // Repairs a damaged copy, as in `put`.
         }
         let changed = blobs.len();
         if changed > 0 {

@@ -35,7 +35,7 @@ impl Objects {
 
     /// Adds an object; the caller's buffer is wiped. An id recorded again takes the later
     /// bytes, as FORMAT.md's replay says (the earlier ones stay in the buffer, unused: a log
-    /// written by Polykey never records an object twice).
+    /// written by Polykey records an object twice only to repair a damaged copy).
     fn insert(&mut self, oid: Oid, z: Vec<u8>) -> Result<(), String> {
         let z = Zeroizing::new(z);
         let at = u32::try_from(self.bytes.len()).ok();
@@ -86,6 +86,14 @@ impl Repo {
     /// Whether the object is present.
     pub fn has(&self, oid: Oid) -> bool {
         self.objects.index.contains_key(&oid)
+    }
+
+    /// Whether the object is present and intact, `z` being a good encoding of it: its bytes
+    /// are `z`, or decode to an object with this id (an older encoding). A damaged copy, or
+    /// bytes recorded under the wrong id, does not count: recording `z` replaces it, since a
+    /// repeated id takes the later bytes. Decodes only when the bytes differ.
+    pub fn holds(&self, oid: Oid, z: &[u8]) -> bool {
+        self.objects.get(&oid).is_some_and(|have| have == z || git::decode_any(oid, have).is_ok())
     }
 
     /// All objects (id, loose zlib bytes), unordered.

@@ -507,6 +507,34 @@ fn opening_a_vector_file_never_changes_it() {
     }
 }
 
+/// Writing a damaged secret's content again repairs it. In `git_blob_hash_mismatch` the blob
+/// of `bad/key` is recorded under the right id with another blob's bytes; a save that needs
+/// that blob (the same content, in that secret or another) records the good bytes again, which
+/// replace the damaged ones (a repeated id takes the later bytes). The fuzzer found saves that
+/// kept the damaged copy, leaving a secret just written unreadable.
+#[test]
+fn writing_a_damaged_secrets_content_again_repairs_it() {
+    let v = load_vectors().into_iter().find(|v| v.name == "git_blob_hash_mismatch").expect("the vector");
+    let pass = Passphrase::new(v.password.clone());
+    let name = |kind, s: &str| Name::new(kind, s.as_bytes()).unwrap();
+    let (bad, key, copy) = (name(NameKind::Repo, "bad"), name(NameKind::Secret, "key"), name(NameKind::Secret, "copy"));
+    let dir = tempfile::tempdir().unwrap();
+    for (i, target) in [&key, &copy].into_iter().enumerate() {
+        let path = dir.path().join(format!("{i}.node"));
+        std::fs::write(&path, &v.bytes).unwrap();
+        let mut node = Node::open(&path, &pass, Access::Write).unwrap();
+        assert!(node.get(&bad, &key).is_err(), "the vector's blob is damaged");
+        // Into `key` itself the tree does not change (no commit); into `copy` it does.
+        assert_eq!(node.put(&bad, target, b"s3cr3t").unwrap(), target == &copy);
+        node.save().unwrap();
+        drop(node);
+        let node = Node::open(&path, &pass, Access::Read).unwrap();
+        for s in [&key, target] {
+            assert_eq!(&node.get(&bad, s).unwrap_or_else(|e| panic!("{s} after writing {target}: {e}"))[..], b"s3cr3t");
+        }
+    }
+}
+
 #[test]
 fn vectors_cover_every_expectation() {
     let vectors = load_vectors();
