@@ -249,15 +249,29 @@ fn processes_with(parts: &[&[u8]]) -> Vec<u32> {
         .collect()
 }
 
+/// The dead-mount watchers of the mount at `mnt` (by their command line).
+fn watchers_of(mnt: &std::path::Path) -> Vec<u32> {
+    let mnt = fs::canonicalize(mnt).unwrap();
+    processes_with(&[b"polykey-mountd", b"--watch", mnt.as_os_str().as_encoded_bytes()])
+}
+
+/// The one watcher of `m`'s mount. Waited for: the daemon's spawn returns once the kernel has
+/// switched the child to the new program, but the child's command line reads as empty until
+/// it has also mapped it, which a loaded machine can delay past "ready" (seen in CI).
+fn the_watcher(m: &Mounted) -> u32 {
+    wait_for(10, || !watchers_of(&m.mnt).is_empty());
+    let found = watchers_of(&m.mnt);
+    assert_eq!(found.len(), 1, "one dead-mount watcher per mount{}", m.diagnosis());
+    found[0]
+}
+
 #[test]
 fn kill_9_leaves_no_dead_mount_even_when_fusermounts_auto_unmount_is_gone() {
     let Some(mut m) = seeded() else { return };
     let mnt = fs::canonicalize(&m.mnt).unwrap();
     let mnt_arg = mnt.as_os_str().as_encoded_bytes();
-    let watchers = || processes_with(&[b"polykey-mountd", b"--watch", mnt_arg]);
-    // The daemon logs a watcher it could not start just after "mounted": wait for that line.
-    wait_for(10, || m.log().contains("mounted "));
-    assert_eq!(watchers().len(), 1, "one dead-mount watcher per mount{}", m.diagnosis());
+    let watchers = || watchers_of(&mnt);
+    the_watcher(&m);
     // Only the watcher is left to notice: fusermount3's auto_unmount helper goes first.
     let helpers = processes_with(&[b"fusermount3", mnt_arg]);
     assert!(!helpers.is_empty(), "fusermount3's auto_unmount helper for {}{}", mnt.display(), m.diagnosis());
@@ -270,16 +284,15 @@ fn kill_9_leaves_no_dead_mount_even_when_fusermounts_auto_unmount_is_gone() {
     assert!(wait_for(10, || watchers().is_empty()), "the watcher ends with the mount{}", m.diagnosis());
     // A normal unmount ends the watcher too.
     m.mount(&[]);
-    let watcher = watchers();
-    assert_eq!(watcher.len(), 1, "{}", m.diagnosis());
+    let watcher = the_watcher(&m);
     // Named for what it is: `ps` shows it, and `pkill polykey-mountd` leaves it to clean up.
-    assert_eq!(fs::read_to_string(format!("/proc/{}/comm", watcher[0])).unwrap(), "polykey-watch\n");
+    assert_eq!(fs::read_to_string(format!("/proc/{watcher}/comm")).unwrap(), "polykey-watch\n");
     // SIGTERM and SIGHUP to the daemon's process group (a session ending) must not end it first.
     for sig in ["-TERM", "-HUP"] {
-        assert!(Command::new("kill").args([sig, &watcher[0].to_string()]).status().unwrap().success());
+        assert!(Command::new("kill").args([sig, &watcher.to_string()]).status().unwrap().success());
     }
     std::thread::sleep(std::time::Duration::from_millis(200));
-    assert_eq!(watchers(), watcher, "the watcher ignores shutdown signals{}", m.diagnosis());
+    assert_eq!(watchers(), [watcher], "the watcher ignores shutdown signals{}", m.diagnosis());
     m.unmount();
     assert!(wait_for(10, || watchers().is_empty()), "the watcher ends with the unmount{}", m.diagnosis());
 }
@@ -309,10 +322,7 @@ fn the_daemon_and_its_watcher_keep_none_of_their_callers_descriptors() {
     let o = run(sh.env("POLYKEY_TEST_MARKER", &marker).arg("mount").arg(&m.mnt));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     m.adopt_mounted();
-    let mnt = fs::canonicalize(&m.mnt).unwrap();
-    let watchers = processes_with(&[b"polykey-mountd", b"--watch", mnt.as_os_str().as_encoded_bytes()]);
-    assert_eq!(watchers.len(), 1, "{}", m.diagnosis());
-    for pid in [m.pid(), watchers[0]] {
+    for pid in [m.pid(), the_watcher(&m)] {
         let files = open_files(pid);
         assert!(!files.contains(&marker), "process {pid} holds its caller's descriptor: {files:?}");
     }
