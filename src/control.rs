@@ -158,8 +158,7 @@ pub struct NameList(Vec<u8>);
 impl NameList {
     /// Appends `name`.
     pub fn push(&mut self, name: &[u8]) {
-        self.0.extend_from_slice(&(name.len() as u32).to_le_bytes());
-        self.0.extend_from_slice(name);
+        put_field(&mut self.0, name);
     }
 
     /// The names' bytes, in order.
@@ -187,6 +186,12 @@ impl std::fmt::Debug for NameList {
     }
 }
 
+/// Appends one field: its length (`u32`, little-endian), then its bytes.
+fn put_field(buf: &mut Vec<u8>, b: &[u8]) {
+    buf.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    buf.extend_from_slice(b);
+}
+
 /// Encodes messages.
 struct Enc(Zeroizing<Vec<u8>>);
 
@@ -197,8 +202,7 @@ impl Enc {
         Enc(v)
     }
     fn field(mut self, b: &[u8]) -> Enc {
-        self.0.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        self.0.extend_from_slice(b);
+        put_field(&mut self.0, b);
         self
     }
     /// Bytes already encoded as fields.

@@ -354,17 +354,13 @@ impl Node {
         }
         let mut tree = self.repo(repo)?.tree().map_err(|e| self.corrupt(e))?.to_tree();
         let mut blobs = Vec::new();
-        let mut unchanged = Vec::new();
         for (secret, data) in items {
             let (blob, z) = git::encode(ObjectType::Blob, data);
             if tree.insert(secret.clone(), blob) == Some(blob) {
-                unchanged.push((blob, z));
+                self.record_object(repo, blob, z)?; // Unchanged; repairs a damaged copy, as `put`.
             } else {
                 blobs.push((blob, z));
             }
-        }
-        for (blob, z) in unchanged {
-            self.record_object(repo, blob, z)?; // Repairs a damaged copy, as in `put`.
         }
         let changed = blobs.len();
         if changed > 0 {

@@ -9,7 +9,7 @@
 //! without them they print `SKIP: ...` and pass. Every mount they make is undone on drop, the
 //! FUSE mount before the filesystem under the node.
 
-use crate::mounted::{is_mounted, wait_for, Mounted};
+use crate::mounted::{is_mounted, processes_with, wait_for, Mounted};
 use crate::util::{pass, repo, run, run_with_stdin, secret, stderr};
 use polykey::{Access, Node};
 use std::fs;
@@ -60,21 +60,12 @@ fn is_eio(r: &std::io::Result<()>) -> bool {
 
 /// Process ids of the mount daemons started for `node` (found by their command line).
 fn daemons_of(node: &Path) -> Vec<u32> {
-    let canon = fs::canonicalize(node).ok();
-    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-            let is_mountd = args.first().is_some_and(|a| a.ends_with(b"polykey-mountd"));
-            let names_node = args.iter().any(|a| {
-                *a == node.as_os_str().as_encoded_bytes() || canon.as_ref().is_some_and(|c| *a == c.as_os_str().as_encoded_bytes())
-            });
-            is_mountd && names_node
-        })
-        .collect()
+    let canon = fs::canonicalize(node).unwrap_or_else(|_| node.to_owned());
+    let mut pids = processes_with(&[b"polykey-mountd", node.as_os_str().as_encoded_bytes()]);
+    pids.extend(processes_with(&[b"polykey-mountd", canon.as_os_str().as_encoded_bytes()]));
+    pids.sort_unstable();
+    pids.dedup();
+    pids
 }
 
 fn alive(pid: u32) -> bool {

@@ -2,7 +2,7 @@
 //! folder operations, scratch files, the daemon's lifecycle and durability, all through a real
 //! FUSE mount driven by real processes.
 
-use crate::mounted::{is_mounted, wait_for, Mounted};
+use crate::mounted::{is_mounted, processes_with, wait_for, Mounted};
 use crate::util::{repo, run, secret};
 use std::fs;
 use std::io::Write;
@@ -233,20 +233,6 @@ fn kill_9_leaves_no_dead_mount_and_keeps_fsynced_data() {
     drop(node);
     m.mount(&[]);
     assert_eq!(fs::read(m.p("tags/prod/key")).unwrap(), b"durable");
-}
-
-/// Processes whose command line holds every one of `parts` (as whole arguments).
-fn processes_with(parts: &[&[u8]]) -> Vec<u32> {
-    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
-    entries
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
-            parts.iter().all(|p| args.iter().any(|a| a == p || a.ends_with(&[b"/", *p].concat())))
-        })
-        .collect()
 }
 
 /// The dead-mount watchers of the mount at `mnt` (by their command line).

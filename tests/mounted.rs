@@ -40,6 +40,21 @@ pub fn is_mounted(mnt: &Path) -> bool {
     std::fs::read_to_string("/proc/mounts").unwrap().lines().any(|l| l.split(' ').nth(1) == Some(canon.to_str().unwrap()))
 }
 
+/// Processes whose command line holds every one of `parts` as a whole argument (or, for a
+/// program, as the last part of its path).
+pub fn processes_with(parts: &[&[u8]]) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            parts.iter().all(|p| args.iter().any(|a| a == p || a.ends_with(&[b"/", *p].concat())))
+        })
+        .collect()
+}
+
 /// Polls `cond` every 20 ms for up to `secs` seconds.
 pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + Duration::from_secs(secs);

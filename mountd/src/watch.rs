@@ -10,13 +10,13 @@
 //! watcher waits on a pidfd instead, which is readable only once the daemon has wholly exited
 //! (every descriptor closed, the connection aborted), and then looks the same way.
 //!
-//! It shows as `polykey-watch` in `ps` and `top`, so `pkill polykey-mountd` ends the daemon but
-//! leaves the watcher to remove its mount. It holds nothing of the node: it is a fresh `exec` of this binary, given the daemon's pid,
-//! the mount's device number and its path; its standard streams are closed and its working
-//! folder is `/`, so it keeps nothing busy. It blocks the shutdown signals (itself, not
-//! trusting the spawn to pass the daemon's mask on), so a SIGTERM or SIGHUP sent to the daemon's
-//! process group does not end it before the daemon. When the daemon unmounts normally, the watcher
-//! finds no mount and exits.
+//! It shows as `polykey-watch` in `ps` and `top`, so `pkill polykey-mountd` ends the daemon
+//! but leaves the watcher to remove its mount. It holds nothing of the node: it is a fresh
+//! `exec` of this binary, given the daemon's pid, the mount's device number and its path; its
+//! standard streams are closed and its working folder is `/`, so it keeps nothing busy. It
+//! blocks the shutdown signals (itself, not trusting the spawn to pass the daemon's mask on),
+//! so a SIGTERM or SIGHUP sent to the daemon's process group does not end it before the
+//! daemon. When the daemon unmounts normally, the watcher finds no mount and exits.
 
 use polykey::runtime::MountRecord;
 use std::ffi::OsString;

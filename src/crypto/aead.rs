@@ -19,9 +19,15 @@ pub fn random_nonce() -> std::io::Result<[u8; NONCE_BYTES]> {
 
 /// Encrypts `buf` in place and appends the tag.
 pub fn seal(key: &Key, nonce: &[u8; NONCE_BYTES], aad: &[u8], buf: &mut Vec<u8>) {
+    seal_from(key, nonce, aad, buf, 0);
+}
+
+/// Encrypts `buf[from..]` in place and appends the tag (what comes before, a clear header,
+/// stays as it is).
+pub fn seal_from(key: &Key, nonce: &[u8; NONCE_BYTES], aad: &[u8], buf: &mut Vec<u8>, from: usize) {
     let cipher = XChaCha20Poly1305::new(key.expose().into());
     let tag = cipher
-        .encrypt_in_place_detached(XNonce::from_slice(nonce), aad, buf)
+        .encrypt_in_place_detached(XNonce::from_slice(nonce), aad, &mut buf[from..])
         .expect("XChaCha20 accepts messages up to 256 GiB; frames are far smaller");
     buf.extend_from_slice(&tag);
 }

@@ -748,10 +748,13 @@ fn seal_frame(
 ) -> io::Result<()> {
     let fh = FrameHeader { flags, epoch, len: (plaintext.len() + aead::TAG_BYTES) as u32, seq, nonce: aead::random_nonce()? };
     let hb = fh.encode();
-    let mut body = plaintext.to_vec(); // Encrypted in place: no plaintext copy survives.
-    aead::seal(key, &fh.nonce, &aad(&header.node_id, &hb, offset), &mut body);
+    // Room for the whole frame first: the plaintext is then encrypted where it lands, and no
+    // reallocation leaves a copy of it behind.
+    out.reserve(hb.len() + plaintext.len() + aead::TAG_BYTES);
     out.extend_from_slice(&hb);
-    out.extend_from_slice(&body);
+    let from = out.len();
+    out.extend_from_slice(plaintext);
+    aead::seal_from(key, &fh.nonce, &aad(&header.node_id, &hb, offset), out, from);
     Ok(())
 }
 
