@@ -40,6 +40,8 @@ pub mod error;
 pub mod export;
 pub mod format;
 pub mod git;
+#[cfg(unix)]
+pub mod mounts;
 pub mod name;
 pub mod node;
 pub mod password;

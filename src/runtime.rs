@@ -17,6 +17,9 @@ pub struct MountRecord {
     pub node: PathBuf,
     /// The mountpoint (canonical path).
     pub mountpoint: PathBuf,
+    /// The mount's device number (`major:minor`, see [`crate::mounts`]): which mount at the
+    /// mountpoint is this daemon's. `None` in records of older daemons, or where it is unknown.
+    pub dev: Option<String>,
 }
 
 /// The effective user id of this process.
@@ -77,9 +80,16 @@ impl MountRecord {
         let path = record_path(&self.node)?;
         let tmp = path.with_extension("tmp");
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        let body =
-            [format!("{}\n", self.pid).as_bytes(), self.node.as_os_str().as_bytes(), b"\n", self.mountpoint.as_os_str().as_bytes(), b"\n"]
-                .concat();
+        let dev = self.dev.as_ref().map(|d| format!("{d}\n")).unwrap_or_default();
+        let body = [
+            format!("{}\n", self.pid).as_bytes(),
+            self.node.as_os_str().as_bytes(),
+            b"\n",
+            self.mountpoint.as_os_str().as_bytes(),
+            b"\n",
+            dev.as_bytes(),
+        ]
+        .concat();
         io::Write::write_all(&mut f, &body)?;
         std::fs::rename(tmp, path)
     }
@@ -90,7 +100,8 @@ impl MountRecord {
         let pid = std::str::from_utf8(lines.next()?).ok()?.parse().ok()?;
         let node = PathBuf::from(std::ffi::OsStr::from_bytes(lines.next()?));
         let mountpoint = PathBuf::from(std::ffi::OsStr::from_bytes(lines.next()?));
-        Some(MountRecord { pid, node, mountpoint })
+        let dev = lines.next().and_then(|l| std::str::from_utf8(l).ok()).filter(|l| !l.is_empty()).map(str::to_owned);
+        Some(MountRecord { pid, node, mountpoint, dev })
     }
 
     /// Whether the recording daemon is still alive: the process exists, is not a zombie,

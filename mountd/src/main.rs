@@ -8,6 +8,8 @@
 #[cfg(unix)]
 mod fuse;
 #[cfg(unix)]
+mod fusermount;
+#[cfg(unix)]
 mod server;
 #[cfg(unix)]
 mod sys;
@@ -146,17 +148,21 @@ pub struct Args {
     foreground: bool,
     lock_after: Option<Duration>,
     accept_rollback: bool,
+    /// `polykey mount` created the mount point for this mount: remove it if mounting fails.
+    remove_mountpoint_on_failure: bool,
 }
 
 fn parse_args() -> Result<Args, String> {
     let mut it = std::env::args_os().skip(1);
     let (mut node, mut mountpoint, mut foreground, mut lock_after, mut accept_rollback) = (None, None, false, None, false);
+    let mut remove_mountpoint_on_failure = false;
     while let Some(a) = it.next() {
         match a.to_str() {
             Some("--node") => node = it.next().map(PathBuf::from),
             Some("--mountpoint") => mountpoint = it.next().map(PathBuf::from),
             Some("--foreground") => foreground = true,
             Some("--accept-rollback") => accept_rollback = true,
+            Some("--remove-mountpoint-on-failure") => remove_mountpoint_on_failure = true,
             Some("--lock-after") => {
                 let secs = it.next().and_then(|s| s.to_str()?.parse::<u64>().ok()).ok_or("--lock-after takes seconds")?;
                 lock_after = Some(Duration::from_secs(secs));
@@ -170,6 +176,7 @@ fn parse_args() -> Result<Args, String> {
         foreground,
         lock_after,
         accept_rollback,
+        remove_mountpoint_on_failure,
     })
 }
 
@@ -204,7 +211,6 @@ mod unix {
             }
         };
         let fg = args.foreground;
-        name_fusermount();
         let hardening = sys::harden();
         if !fg {
             sys::setsid();
@@ -213,29 +219,12 @@ mod unix {
         match start(&args, &hardening) {
             Ok(code) => code,
             Err(msg) => {
+                if args.remove_mountpoint_on_failure {
+                    let _ = std::fs::remove_dir(&args.mountpoint); // Only if still empty.
+                }
                 report(fg, &format!("error: {msg}"));
                 ExitCode::FAILURE
             }
-        }
-    }
-
-    /// Names fusermount3 for fuser through `FUSERMOUNT_PATH`, unless the user already did: fuser
-    /// otherwise runs `fusermount3 -h` just to find out whether it exists, a whole process on the
-    /// way to "ready" (~1 ms idle, several on a busy machine). Found on PATH the way exec would
-    /// find it; when it is not there, fuser keeps its own search (fusermount, /sbin, /bin).
-    /// Called first thing, while this process has a single thread.
-    fn name_fusermount() {
-        use std::os::unix::fs::PermissionsExt;
-        if std::env::var_os("FUSERMOUNT_PATH").is_some() {
-            return;
-        }
-        let Some(path) = std::env::var_os("PATH") else { return };
-        let found = std::env::split_paths(&path)
-            .filter(|d| d.is_absolute())
-            .map(|d| d.join("fusermount3"))
-            .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0));
-        if let Some(p) = found {
-            std::env::set_var("FUSERMOUNT_PATH", p);
         }
     }
 
@@ -252,29 +241,25 @@ mod unix {
         let (events_tx, events) = mpsc::channel::<Event>();
         let (destroyed_tx, destroyed_rx) = mpsc::channel();
         let listener = server::bind(&node_path).map_err(|e| format!("cannot create the control socket: {e}"))?;
+        let mut made = Made { files: vec![runtime::socket_path(&node_path).unwrap_or_default()], mount: None };
         let fs = fuse::FuseFs::new(shared.clone(), destroyed_tx);
-        let mut config = fuser::Config::default();
-        // fuser implements auto_unmount through fusermount3, which needs allow_other; fuser then
-        // refuses every request that is neither the owner's nor root's, and the adapter
-        // (`FuseFs::by_owner`) refuses root's too (on top of the 0700 root and
-        // default_permissions).
-        config.acl = fuser::SessionACL::RootAndOwner;
-        config.mount_options = vec![
-            fuser::MountOption::FSName("polykey".into()),
-            fuser::MountOption::Subtype("polykey".into()),
-            fuser::MountOption::DefaultPermissions,
-            fuser::MountOption::NoDev,
-            fuser::MountOption::NoSuid,
-            fuser::MountOption::NoExec,
-            // Unmounts when this process dies, even by SIGKILL: no dead mount is left behind.
-            fuser::MountOption::AutoUnmount,
-        ];
-        let session =
-            fuser::Session::new(fs, &mountpoint, &config).map_err(|e| format!("cannot mount at {}: {e}", mountpoint.display()))?;
-        // fusermount3's auto_unmount can miss a kill -9 (see watch.rs): a watcher backs it up.
-        let watcher = crate::watch::spawn(&mountpoint);
+        // Without allow_other (see fusermount.rs): the kernel refuses every other user, root
+        // included; fuser (`SessionACL::Owner`) and the adapter (`FuseFs::by_owner`) check the
+        // owner again, on top of the 0700 root and default_permissions.
+        let fuse_mount = fusermount::mount(&mountpoint).map_err(|e| format!("cannot mount at {}: {e}", mountpoint.display()))?;
+        let dev = crate::watch::mount_dev(&mountpoint);
+        made.mount = Some((mountpoint.clone(), dev.clone()));
+        // fusermount3 unmounts a dead mount when this end closes (auto_unmount): it stays open
+        // for as long as this process runs.
+        let _auto_unmount = fuse_mount.monitor;
+        let session = fuser::Session::from_fd(fs, fuse_mount.fd, fuser::SessionACL::Owner, fuser::Config::default())
+            .map_err(|e| format!("cannot start the session at {}: {e}", mountpoint.display()))?;
+        // fusermount3's auto_unmount can miss a kill -9, and never sees a normal user's mount
+        // die (see watch.rs): a watcher backs it up.
+        let watcher = crate::watch::spawn(&mountpoint, dev.as_deref());
         let bg = session.spawn().map_err(|e| format!("cannot start the session: {e}"))?;
-        let record = MountRecord { pid: std::process::id(), node: node_path.clone(), mountpoint: mountpoint.clone() };
+        let record = MountRecord { pid: std::process::id(), node: node_path.clone(), mountpoint: mountpoint.clone(), dev: dev.clone() };
+        made.files.push(runtime::record_path(&node_path).unwrap_or_default());
         record.write().map_err(|e| format!("cannot record the mount: {e}"))?;
         // Ready: the mount is served and recorded, and the control socket is bound (a client
         // that connects now waits in its backlog). The other threads start after the report:
@@ -300,11 +285,30 @@ mod unix {
         } else if hardening.memory_locked {
             log("memory locked; core dumps disabled");
         }
-        let code = run(&shared, &events, args.lock_after, bg, &mountpoint);
-        let _ = std::fs::remove_file(runtime::socket_path(&node_path).unwrap_or_default());
-        let _ = std::fs::remove_file(runtime::record_path(&node_path).unwrap_or_default());
+        let code = run(&shared, &events, args.lock_after, bg, &mountpoint, dev.as_deref());
+        made.mount = None; // `run` returns once the kernel has ended the mount.
+        drop(made);
         log("stopped");
         Ok(code)
+    }
+
+    /// What [`start`] made that must not outlive the daemon: its control socket and mount
+    /// record (removed), and its mount while `run` has not taken it over (detached). Undone
+    /// on drop, so every way out of `start`, an error included, cleans up.
+    struct Made {
+        files: Vec<PathBuf>,
+        mount: Option<(PathBuf, Option<String>)>,
+    }
+
+    impl Drop for Made {
+        fn drop(&mut self) {
+            if let Some((mountpoint, dev)) = self.mount.take() {
+                crate::watch::detach_own(&mountpoint, dev.as_deref());
+            }
+            for f in &self.files {
+                let _ = std::fs::remove_file(f);
+            }
+        }
     }
 
     fn spawn_forwarders(events: mpsc::Sender<Event>, destroyed: mpsc::Receiver<()>) {
@@ -349,6 +353,7 @@ mod unix {
         lock_after: Option<Duration>,
         bg: fuser::BackgroundSession,
         mountpoint: &std::path::Path,
+        dev: Option<&str>,
     ) -> ExitCode {
         let mut stopping = false; // Asked to stop; waiting for the data to reach the disk.
         let mut unmounted = false;
@@ -390,7 +395,12 @@ mod unix {
             }
         }
         if !unmounted {
-            detach(mountpoint);
+            // Only this daemon's own mount: one stacked on top of it is not ours to remove,
+            // and ours is detached once that one has gone.
+            let mut detached = crate::watch::detach_own(mountpoint, dev);
+            if !detached {
+                log(&format!("another mount covers {}: detaching this one once it has gone", mountpoint.display()));
+            }
             // Files still open on the detached mount keep the session alive; wait for the
             // kernel to end it, doing periodic work meanwhile.
             for ev in events {
@@ -398,6 +408,9 @@ mod unix {
                     Event::Unmounted => break,
                     Event::Tick => {
                         let _ = shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).tick();
+                        if !detached {
+                            detached = crate::watch::detach_own(mountpoint, dev);
+                        }
                     }
                     Event::UnmountRequest(reply, delivered) => {
                         let _ = reply.send(Ok(()));

@@ -178,3 +178,60 @@ pub fn peer_uid(stream: &std::os::unix::net::UnixStream) -> io::Result<u32> {
         Ok(uid)
     }
 }
+
+/// Lets the program `cmd` runs inherit `fd` (clears close-on-exec in the child only, so no
+/// other program this process starts meanwhile inherits it).
+pub fn pass_fd(cmd: &mut std::process::Command, fd: &impl std::os::fd::AsRawFd) {
+    use std::os::unix::process::CommandExt;
+    let fd = fd.as_raw_fd();
+    // SAFETY: the hook runs in the child between fork and exec and only calls fcntl, which is
+    // async-signal-safe, on a descriptor the child inherited.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Receives one descriptor sent with SCM_RIGHTS over `sock` (close-on-exec from the start);
+/// `None` when the other end closed without sending one.
+pub fn recv_fd(sock: &std::os::unix::net::UnixStream) -> io::Result<Option<std::os::fd::OwnedFd>> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut byte = [0u8; 1];
+    // Room for one descriptor's control message, aligned as cmsghdr wants.
+    let mut control = [0u64; 8];
+    loop {
+        // SAFETY: `msg` points at the buffers above, which outlive the call; CMSG_* walk only
+        // the control length the kernel reports.
+        unsafe {
+            let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = &mut iov;
+            msg.msg_iovlen = 1;
+            msg.msg_control = control.as_mut_ptr().cast();
+            msg.msg_controllen = std::mem::size_of_val(&control) as _;
+            let n = libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC);
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let mut fd = None;
+            let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+            while !cmsg.is_null() {
+                if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_RIGHTS {
+                    let raw = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::c_int>());
+                    // Owned from here on: the kernel installed it in this process for us.
+                    fd = Some(std::os::fd::OwnedFd::from_raw_fd(raw));
+                }
+                cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+            }
+            return Ok(fd);
+        }
+    }
+}

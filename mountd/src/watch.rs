@@ -8,7 +8,10 @@
 //! kernel aborts the connection: fusermount3's `open` is then already queued, fails with
 //! ECONNABORTED instead, and the dead mount stays (seen in `tests/faults.rs` under load). The
 //! watcher waits on a pidfd instead, which is readable only once the daemon has wholly exited
-//! (every descriptor closed, the connection aborted), and then looks the same way.
+//! (every descriptor closed, the connection aborted), and then looks the same way, as the user.
+//! For a normal user's mount fusermount3 never can: its `open` runs as root, which a mount
+//! without `allow_other` refuses with EACCES, not ENOTCONN (see fusermount.rs); the watcher is
+//! then what removes a dead mount.
 //!
 //! It shows as `polykey-watch` in `ps` and `top`, so `pkill polykey-mountd` ends the daemon
 //! but leaves the watcher to remove its mount. It holds nothing of the node: it is a fresh
@@ -29,15 +32,15 @@ use std::time::Duration;
 /// The argument that starts the watcher instead of a daemon.
 pub const FLAG: &str = "--watch";
 
-/// Starts the watcher of the mount this process has just made at `mountpoint`.
-pub fn spawn(mountpoint: &Path) -> io::Result<()> {
-    let dev = mount_dev(mountpoint).ok_or_else(|| io::Error::other("the new mount is not in /proc/self/mountinfo"))?;
+/// Starts the watcher of the mount this process has just made at `mountpoint`, device `dev`.
+pub fn spawn(mountpoint: &Path, dev: Option<&str>) -> io::Result<()> {
+    let dev = dev.ok_or_else(|| io::Error::other("the new mount is not in /proc/self/mountinfo"))?;
     let start = |program: &Path| {
         Command::new(program)
             .arg0("polykey-mountd")
             .arg(FLAG)
             .arg(std::process::id().to_string())
-            .arg(&dev)
+            .arg(dev)
             .arg(mountpoint)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -70,7 +73,7 @@ pub fn run(mut args: impl Iterator<Item = OsString>) -> ExitCode {
     // leave it alive to clean up after the daemon it killed.
     crate::sys::set_process_name(c"polykey-watch");
     let mountpoint = PathBuf::from(mountpoint);
-    let daemon = MountRecord { pid, node: PathBuf::new(), mountpoint: mountpoint.clone() };
+    let daemon = MountRecord { pid, node: PathBuf::new(), mountpoint: mountpoint.clone(), dev: None };
     while !daemon.wait_gone(Duration::from_secs(24 * 3600)) {}
     if mount_dev(&mountpoint).as_deref() == Some(dev.as_str()) && dead(&mountpoint) {
         crate::unix::detach(&mountpoint);
@@ -83,69 +86,19 @@ fn dead(mountpoint: &Path) -> bool {
     std::fs::read_dir(mountpoint).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN))
 }
 
-/// The device number (`major:minor`) of the topmost Polykey mount at `mountpoint`.
-fn mount_dev(mountpoint: &Path) -> Option<String> {
-    let info = std::fs::read("/proc/self/mountinfo").ok()?;
-    let want = mountpoint.as_os_str().as_encoded_bytes();
-    info.split(|&b| b == b'\n').rev().find_map(|line| polykey_mount(line, want))
+/// The device number (`major:minor`) of the topmost mount at `mountpoint`, if it is a Polykey
+/// mount.
+pub fn mount_dev(mountpoint: &Path) -> Option<String> {
+    polykey::mounts::top(mountpoint).filter(polykey::mounts::Mount::is_polykey).map(|m| m.dev)
 }
 
-/// The device of a mountinfo line if it is a Polykey mount at `want`: fields are
-/// `id parent major:minor root mountpoint options [optional…] - fstype source superoptions`,
-/// with spaces, tabs, newlines and backslashes in paths written as octal escapes. The type is
-/// `fuse.polykey`, or plain `fuse` with source `polykey#polykey` where fusermount3 had to mount
-/// without a subtype.
-fn polykey_mount(line: &[u8], want: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(line).ok()?;
-    let (fields, rest) = text.split_once(" - ")?;
-    let mut fields = fields.split(' ');
-    let dev = fields.nth(2)?;
-    let at = fields.nth(1)?;
-    let mut rest = rest.split(' ');
-    let ours = match (rest.next(), rest.next()) {
-        (Some("fuse.polykey"), _) => true,
-        (Some("fuse"), Some(source)) => source == "polykey#polykey",
-        _ => false,
-    };
-    (ours && unescape(at) == want).then(|| dev.to_owned())
-}
-
-fn unescape(field: &str) -> Vec<u8> {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let octal = b.get(i + 1..i + 4).filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)));
-        match octal {
-            Some(d) => {
-                out.push(d.iter().fold(0u8, |n, c| n.wrapping_mul(8).wrapping_add(c - b'0')));
-                i += 4;
-            }
-            None => {
-                out.push(b[i]);
-                i += 1;
-            }
-        }
+/// Detaches the mount at `mountpoint` if the one on top there is the mount `dev` (this
+/// daemon's): never another mount stacked on it. Returns whether it did. With no device known
+/// (no mountinfo), it detaches whatever is there, as before there was a mount table to read.
+pub fn detach_own(mountpoint: &Path, dev: Option<&str>) -> bool {
+    if dev.is_some_and(|d| mount_dev(mountpoint).as_deref() != Some(d)) {
+        return false;
     }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn mountinfo_lines_are_read_with_their_escapes() {
-        let line = b"812 29 0:77 / /tmp/a\\040b\\134c rw,nosuid,nodev - fuse.polykey polykey rw,user_id=0";
-        assert_eq!(polykey_mount(line, b"/tmp/a b\\c").as_deref(), Some("0:77"));
-        assert_eq!(polykey_mount(line, b"/tmp/a b"), None);
-        let shared = b"812 29 0:77 / /m rw shared:5 master:1 - fuse.polykey polykey rw";
-        assert_eq!(polykey_mount(shared, b"/m").as_deref(), Some("0:77"));
-        let other = b"812 29 0:78 / /m rw - fuse.sshfs host: rw";
-        assert_eq!(polykey_mount(other, b"/m"), None);
-        let no_subtype = b"812 29 0:79 / /m rw - fuse polykey#polykey rw";
-        assert_eq!(polykey_mount(no_subtype, b"/m").as_deref(), Some("0:79"));
-        let other_plain = b"812 29 0:80 / /m rw - fuse sshfs#host: rw";
-        assert_eq!(polykey_mount(other_plain, b"/m"), None);
-    }
+    crate::unix::detach(mountpoint);
+    true
 }
