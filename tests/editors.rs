@@ -95,7 +95,7 @@ fn is_scratch(name: &str) -> bool {
 }
 
 /// Whether `program` is on the PATH; prints a SKIP line when it is not.
-fn have(program: &str) -> bool {
+pub(crate) fn have(program: &str) -> bool {
     let found = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file())).unwrap_or(false);
     if !found {
         eprintln!("SKIP: {program} is missing; run scripts/install-deps.sh");
@@ -363,34 +363,43 @@ fn vim_backup_rename_untagged() {
 // nano
 
 /// A private tmux server (its own socket), killed on drop.
-struct Tmux {
-    sock: PathBuf,
-    home: PathBuf,
+pub(crate) struct Tmux {
+    pub sock: PathBuf,
+    pub home: PathBuf,
+    /// A command that runs tmux as someone else (`setpriv …`), or empty.
+    pub prefix: Vec<std::ffi::OsString>,
 }
 
 impl Tmux {
     fn cmd(&self) -> Command {
-        let mut c = Command::new("tmux");
+        let mut c = match self.prefix.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg("tmux");
+                c
+            }
+            None => Command::new("tmux"),
+        };
         c.arg("-S").arg(&self.sock).arg("-f").arg("/dev/null");
         c.env("HOME", &self.home).env("TMPDIR", self.home.join("tmp")).env("TERM", "xterm").env_remove("TMUX");
         c
     }
 
-    fn run(&self, args: &[&str]) -> Output {
+    pub fn run(&self, args: &[&str]) -> Output {
         run_tool(self.cmd().args(args))
     }
 
-    fn pane(&self) -> String {
+    pub fn pane(&self) -> String {
         String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "edit"]).stdout).into_owned()
     }
 
-    fn wait_pane(&self, what: &str, step: &str) {
+    pub fn wait_pane(&self, what: &str, step: &str) {
         if !wait_for(10, || self.pane().contains(what)) {
             panic!("nano: waiting for {what:?} ({step}); the screen shows:\n{}", self.pane());
         }
     }
 
-    fn keys(&self, keys: &[&str]) {
+    pub fn keys(&self, keys: &[&str]) {
         let mut args = vec!["send-keys", "-t", "edit"];
         args.extend_from_slice(keys);
         let o = self.run(&args);
@@ -404,7 +413,7 @@ impl Drop for Tmux {
     }
 }
 
-fn shell_quote(p: &Path) -> String {
+pub(crate) fn shell_quote(p: &Path) -> String {
     format!("'{}'", p.display().to_string().replace('\'', r"'\''"))
 }
 
@@ -414,7 +423,7 @@ fn nano(via: Via) {
         return;
     }
     let Some(s) = Scene::new(via) else { return };
-    let t = Tmux { sock: s.home.join("tmux.sock"), home: s.home.clone() };
+    let t = Tmux { sock: s.home.join("tmux.sock"), home: s.home.clone(), prefix: Vec::new() };
     let line = format!("nano --ignorercfiles {}", shell_quote(&s.file()));
     let o = t.run(&["new-session", "-d", "-s", "edit", "-x", "120", "-y", "40", &line]);
     assert!(o.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&o.stderr));

@@ -7,7 +7,8 @@
 use crate::cli::Global;
 use crate::{sources, Failure, EXIT_FAILURE, EXIT_USAGE};
 use polykey::control::{Request, Response};
-use polykey::runtime;
+use polykey::mounts;
+use polykey::runtime::{self, MountRecord};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -51,13 +52,40 @@ pub fn mount(g: &Global, node: &Path, mountpoint: &Path, foreground: bool, lock_
     if !node.exists() {
         return Err(polykey::Error::NoNode { path: node.to_owned() }.into());
     }
-    if !mountpoint.is_dir() {
-        return Err(fail(format!("mountpoint {} is not a folder", mountpoint.display())));
+    let at = mounts::canonical(mountpoint)
+        .ok_or_else(|| fail(format!("mountpoint {}: the folder it would be in does not exist", mountpoint.display())))?;
+    // A second mount would hide the first, and the first could then neither be reached nor
+    // unmounted by name.
+    if let Some(top) = mounts::top(&at) {
+        let records = runtime::list().unwrap_or_default();
+        return Err(fail(format!("mountpoint {} already has a mount on it: {}", mountpoint.display(), describe(&top, &records))));
     }
+    let create = match std::fs::metadata(mountpoint) {
+        Ok(m) if m.is_dir() => false,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        _ => return Err(fail(format!("mountpoint {} is not a folder", mountpoint.display()))),
+    };
     if let Some(rec) = runtime::find(node) {
         return Err(fail(format!("node {} is already mounted at {} by process {}", node.display(), rec.mountpoint.display(), rec.pid)));
     }
     let pass = sources(g).resolve("Passphrase", false)?;
+    if create {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(mountpoint)
+            .map_err(|e| fail(format!("cannot create mountpoint {}: {e}", mountpoint.display())))?;
+        if !g.quiet {
+            eprintln!("polykey: created the folder {} to mount on", mountpoint.display());
+        }
+    }
+    // Removes the folder made above when the mount does not happen (only while it is empty).
+    let undo = |f: Failure| {
+        if create {
+            let _ = std::fs::remove_dir(mountpoint);
+        }
+        f
+    };
     let (reader, mut writer) = std::io::pipe().map_err(|e| fail(format!("cannot create a pipe: {e}")))?;
     writer.write_all(pass.expose()).map_err(|e| fail(format!("cannot hand over the passphrase: {e}")))?;
     drop(writer);
@@ -73,16 +101,24 @@ pub fn mount(g: &Global, node: &Path, mountpoint: &Path, foreground: bool, lock_
     if let Some(s) = lock_secs {
         cmd.arg("--lock-after").arg(s.to_string());
     }
+    if create {
+        cmd.arg("--remove-mountpoint-on-failure");
+    }
     if foreground {
         cmd.arg("--foreground");
         use std::os::unix::process::CommandExt;
         let e = cmd.exec(); // Only returns on failure.
-        return Err(fail(format!("cannot start {}: {e}", mountd().display())));
+        return Err(undo(fail(format!("cannot start {}: {e}", mountd().display()))));
     }
-    let mut child =
-        cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().map_err(|e| fail(format!("cannot start {}: {e}", mountd().display())))?;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| undo(fail(format!("cannot start {}: {e}", mountd().display()))))?;
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut line).map_err(|e| fail(format!("mount daemon: {e}")))?;
+    std::io::BufReader::new(child.stdout.take().expect("piped"))
+        .read_line(&mut line)
+        .map_err(|e| undo(fail(format!("mount daemon: {e}"))))?;
     match line.trim_end().strip_prefix("error: ") {
         None if line.trim_end() == "ready" => {
             if !g.quiet {
@@ -92,22 +128,65 @@ pub fn mount(g: &Global, node: &Path, mountpoint: &Path, foreground: bool, lock_
         }
         Some(msg) => {
             let _ = child.wait();
-            Err(fail(msg.to_owned()))
+            Err(undo(fail(msg.to_owned())))
         }
         None => {
             let status = child.wait().map_err(|e| fail(e.to_string()))?;
-            Err(fail(format!("mount daemon exited before the mount was ready ({status}); see its log")))
+            Err(undo(fail(format!("mount daemon exited before the mount was ready ({status}); see its log"))))
         }
     }
 }
 
-pub fn unmount(g: &Global, mountpoint: &Path) -> Result<(), Failure> {
-    let canon = std::fs::canonicalize(mountpoint).unwrap_or_else(|_| mountpoint.to_owned());
+/// What is mounted at a path, for a message: the node and daemon of a Polykey mount of this
+/// user, else the filesystem and its source.
+fn describe(top: &mounts::Mount, records: &[MountRecord]) -> String {
+    match records.iter().find(|r| r.dev.as_deref() == Some(top.dev.as_str())) {
+        Some(r) if top.is_polykey() => format!("polykey node {} (process {})", r.node.display(), r.pid),
+        _ => top.to_string(),
+    }
+}
+
+/// The daemon serving the mount on top at `at`, which is what an unmount of `at` removes.
+fn daemon_on_top(mountpoint: &Path, at: &Path) -> Result<(MountRecord, Option<mounts::Mount>), Failure> {
     let records = runtime::list().map_err(|e| fail(format!("cannot read the runtime folder: {e}")))?;
-    let rec = records
-        .into_iter()
-        .find(|r| r.mountpoint == canon)
-        .ok_or_else(|| fail(format!("no polykey node is mounted at {}", mountpoint.display())))?;
+    let here: Vec<&MountRecord> = records.iter().filter(|r| r.mountpoint == at).collect();
+    if !Path::new("/proc/self/mountinfo").exists() {
+        // No mount table to ask: trust the record.
+        let rec = here.first().ok_or_else(|| fail(format!("no polykey node is mounted at {}", mountpoint.display())))?;
+        return Ok(((*rec).clone(), None));
+    }
+    let Some(top) = mounts::top(at) else {
+        return Err(fail(match here.first() {
+            Some(r) => format!(
+                "nothing is mounted at {} any more; process {} stays until the files still open on its old mount are closed",
+                mountpoint.display(),
+                r.pid
+            ),
+            None => format!("no polykey node is mounted at {}", mountpoint.display()),
+        }));
+    };
+    let ours = here.iter().find(|r| r.dev.as_deref() == Some(top.dev.as_str()));
+    // A daemon from before records named the device: the only one recorded there.
+    let ours = ours.or_else(|| here.first().filter(|r| here.len() == 1 && r.dev.is_none()));
+    match ours {
+        Some(rec) if top.is_polykey() => Ok(((*rec).clone(), Some(top))),
+        _ if top.is_polykey() => Err(fail(format!(
+            "the polykey mount at {} is served by no mount daemon of yours; use fusermount3 -u {}",
+            mountpoint.display(),
+            mountpoint.display()
+        ))),
+        _ => Err(fail(format!(
+            "{} has {} mounted on top{}; unmount that first",
+            mountpoint.display(),
+            top,
+            here.first().map(|r| format!(" of polykey node {} (process {})", r.node.display(), r.pid)).unwrap_or_default()
+        ))),
+    }
+}
+
+pub fn unmount(g: &Global, mountpoint: &Path) -> Result<(), Failure> {
+    let at = mounts::canonical(mountpoint).unwrap_or_else(|| mountpoint.to_owned());
+    let (rec, top) = daemon_on_top(mountpoint, &at)?;
     match runtime::call(&rec.node, &Request::Unmount) {
         Some(Ok(Response::Done)) => {}
         Some(Ok(Response::Failed(msg, _))) => return Err(fail(msg)),
@@ -119,6 +198,18 @@ pub fn unmount(g: &Global, mountpoint: &Path) -> Result<(), Failure> {
                 rec.pid,
                 mountpoint.display()
             )))
+        }
+    }
+    // The daemon answers once everything is written, then detaches: success is the mount
+    // gone from the mount table, not the answer.
+    if let Some(top) = top {
+        let still_there = || mounts::top(&at).is_some_and(|m| m.dev == top.dev);
+        if still_there() && !wait_until(UNMOUNT_WAIT, || !still_there()) {
+            return Err(fail(format!(
+                "{} is still mounted: process {} wrote everything out but its mount did not go away; see its log",
+                mountpoint.display(),
+                rec.pid
+            )));
         }
     }
     if !rec.wait_gone(UNMOUNT_WAIT) {
@@ -135,6 +226,18 @@ pub fn unmount(g: &Global, mountpoint: &Path) -> Result<(), Failure> {
         eprintln!("polykey: unmounted {}", mountpoint.display());
     }
     Ok(())
+}
+
+/// Polls `done` every 20 ms for up to `limit`; returns whether it came true.
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done()
 }
 
 pub fn status(g: &Global) -> Result<(), Failure> {
