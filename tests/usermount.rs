@@ -9,11 +9,11 @@
 //! read, and everything of the user's lives in a temporary folder the user owns.
 //!
 //! Then, all as that user (`setpriv`, no supplementary groups, a clean environment): `init`,
-//! `mount` on a folder that does not exist yet, `put`/`get` through the daemon and reads and
+//! `mount`, `put`/`get` through the daemon and reads and
 //! writes through the mount, vim (`-Es`) and nano (in tmux) editing a secret, then another user
 //! (`nobody`, given the way to the mount point) and root (this process, not the owner) refused
 //! with EACCES, then `kill -9` of the daemon (the mount must go, the node keep every save),
-//! then a normal mount and unmount. A mount that fusermount3 refuses leaves no control socket.
+//! then a normal mount (on a folder that does not exist yet) and unmount. A mount that fusermount3 refuses leaves no control socket.
 
 use crate::editors::{have, shell_quote, Tmux};
 use crate::mounted::{fuse_available, wait_for};
@@ -251,9 +251,8 @@ fn a_normal_user_mounts_edits_kills_and_unmounts_on_a_stock_system() {
     init.extend(FAST_KDF_ARGS);
     User::ok("init", &mut u.polykey(&init), b"");
 
-    // Mount on ~/polykey, which does not exist yet.
-    let o = User::ok("mount", &mut u.polykey(&["mount", mnt]), b"");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("created the folder"), "{}", String::from_utf8_lossy(&o.stderr));
+    User::ok("mkdir", &mut u.cmd("mkdir", &[u.mnt.as_os_str()]), b"");
+    User::ok("mount", &mut u.polykey(&["mount", mnt]), b"");
     let opts = u.mount_options().expect("mounted");
     assert!(!opts.contains("allow_other") && !opts.contains("allow_root"), "the mount allows others: {opts}");
     assert!(opts.contains(&format!("user_id={}", u.desktop.uid)), "{opts}");
@@ -313,14 +312,17 @@ fn a_normal_user_mounts_edits_kills_and_unmounts_on_a_stock_system() {
     let got = User::ok("get after kill -9", &mut u.polykey(&["get", "web/pw"]), b"").stdout;
     assert!(got == b"hunter3\n" || !have("vim"), "{:?}", String::from_utf8_lossy(&got));
 
-    // A normal mount and unmount.
-    User::ok("mount again", &mut u.polykey(&["mount", mnt]), b"");
+    // A normal mount and unmount, on a folder that does not exist yet (a fresh account's
+    // `polykey mount ~/polykey`).
+    fs::remove_dir(&u.mnt).unwrap();
+    let o = User::ok("mount again", &mut u.polykey(&["mount", mnt]), b"");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("created the folder"), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(u.mounted());
     User::ok("unmount", &mut u.polykey(&["unmount", mnt]), b"");
     assert!(!u.mounted(), "unmount returned with the mount still there");
-    assert!(u.mnt.is_dir(), "the mount point stays after unmount");
+    let md = fs::metadata(&u.mnt).expect("the mount point stays after unmount");
+    assert_eq!((md.uid(), md.permissions().mode() & 0o7777), (u.desktop.uid, 0o700));
     assert_eq!(u.leftovers(), Vec::<PathBuf>::new(), "the daemon left its control socket or record");
-    assert_eq!(fs::metadata(&u.mnt).unwrap().uid(), u.desktop.uid);
 }
 
 /// The prefix that runs a program as the test user with the environment given to it.
@@ -350,6 +352,7 @@ fn a_normal_users_refused_mount_leaves_no_control_socket_behind() {
     assert!(!err.contains("allow_other"), "{err}");
     assert_eq!(u.leftovers(), Vec::<PathBuf>::new(), "the failed mount left its control socket or record");
     // The same node then mounts where the user may.
+    User::ok("mkdir", &mut u.cmd("mkdir", &[u.mnt.as_os_str()]), b"");
     User::ok("mount", &mut u.polykey(&["mount", u.mnt.to_str().unwrap()]), b"");
     assert!(u.mounted());
 }
