@@ -55,10 +55,10 @@ impl FuseFs {
         FuseFs { shared, destroyed, owner: polykey::runtime::euid() }
     }
 
-    /// [`FuseFs::with`] for a request by path, answered EACCES unless it comes from the owner:
-    /// fuser (`SessionACL::RootAndOwner`, the least it allows with auto_unmount) already
-    /// refuses every user but the owner and root; this refuses root too, when root is not the
-    /// owner. Requests on open handles (read, write, readdir, fsync, release) go through `with`
+    /// [`FuseFs::with`] for a request by path, answered EACCES unless it comes from the owner.
+    /// The kernel (the mount has no `allow_other`) and fuser (`SessionACL::Owner`) already
+    /// refuse every other user, root included; this is the daemon's own check behind them, so
+    /// access stays owner-only whatever the mount options. Requests on open handles (read, write, readdir, fsync, release) go through `with`
     /// unchecked, as the kernel may send them without the caller's uid.
     fn by_owner<T>(&self, req: &Request, f: impl FnOnce(&mut polykey::vfs::Vfs) -> Result<T, FsError>) -> Result<T, Errno> {
         if req.uid() != self.owner {
