@@ -149,6 +149,7 @@ pub struct Args {
     lock_after: Option<Duration>,
     accept_rollback: bool,
     /// `polykey mount` created the mount point for this mount: remove it if mounting fails.
+    #[cfg_attr(windows, allow(dead_code))]
     remove_mountpoint_on_failure: bool,
 }
 

@@ -69,6 +69,10 @@ pub fn mount(g: &Global, node: &Path, mountpoint: &Path, foreground: bool, lock_
         return Err(fail(format!("node {} is already mounted at {} by process {}", node.display(), rec.mountpoint.display(), rec.pid)));
     }
     let pass = sources(g).resolve("Passphrase", false)?;
+    let (reader, mut writer) = std::io::pipe().map_err(|e| fail(format!("cannot create a pipe: {e}")))?;
+    writer.write_all(pass.expose()).map_err(|e| fail(format!("cannot hand over the passphrase: {e}")))?;
+    drop(writer);
+    drop(pass);
     if create {
         use std::os::unix::fs::DirBuilderExt;
         std::fs::DirBuilder::new()
@@ -86,10 +90,6 @@ pub fn mount(g: &Global, node: &Path, mountpoint: &Path, foreground: bool, lock_
         }
         f
     };
-    let (reader, mut writer) = std::io::pipe().map_err(|e| fail(format!("cannot create a pipe: {e}")))?;
-    writer.write_all(pass.expose()).map_err(|e| fail(format!("cannot hand over the passphrase: {e}")))?;
-    drop(writer);
-    drop(pass);
     let mut cmd = Command::new(mountd());
     cmd.arg("--node").arg(node).arg("--mountpoint").arg(mountpoint).stdin(reader);
     for var in ["POLYKEY_PASSWORD", "POLYKEY_PASSWORD_FILE", "POLYKEY_PASSWORD_COMMAND", "POLYKEY_NEW_PASSWORD_FILE"] {
