@@ -174,31 +174,54 @@ fn daemon_over(node: &TempNode, runtime: &Path, mnt: &Path) -> Child {
     child
 }
 
+/// Two nodes stacked at one mount point, in both orders (which record `unmount` came across
+/// first used to depend on the runtime folder's listing order, and it then asked the daemon
+/// underneath, which detached the mount on top, reported success naming itself, and stayed for
+/// ever). Each `unmount` must end the mount on top, name its daemon, and leave the one under it.
 #[test]
 fn unmount_removes_the_mount_on_top_and_names_its_daemon() {
-    let Some(mut m) = Mounted::with(|n| {
-        n.put(&repo("a"), &secret("x"), b"under").unwrap();
-    }) else {
-        return;
-    };
-    let under = m.pid();
-    let top = TempNode::new();
+    let Some(mut s) = Scene::new() else { return };
+    let other = TempNode::new();
     {
-        let mut n = top.create();
-        n.put(&repo("b"), &secret("y"), b"over").unwrap();
+        let mut n = s.node.open().unwrap();
+        n.put(&repo("a"), &secret("x"), b"first").unwrap();
+        n.save().unwrap();
+        let mut n = other.create();
+        n.put(&repo("b"), &secret("y"), b"second").unwrap();
         n.save().unwrap();
     }
-    let mut over = daemon_over(&top, &m.runtime, &m.mnt);
-    assert_eq!(fs::read(m.p("repos/b/y")).unwrap(), b"over", "the second mount is on top");
+    let mnt = s.node.dir.path().join("m");
+    fs::create_dir(&mnt).unwrap();
+    let pid_at = |s: &Scene| -> Option<u32> {
+        let o = run(s.cli().args(["status", "--json"]));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v.as_array().unwrap().first().map(|m| m["pid"].as_u64().unwrap() as u32)
+    };
+    for round in 0..2 {
+        let (under, over) = if round == 0 { (&s.node, &other) } else { (&other, &s.node) };
+        let (under_value, over_rel, over_value) =
+            if round == 0 { (&b"first"[..], "repos/b/y", &b"second"[..]) } else { (&b"second"[..], "repos/a/x", &b"first"[..]) };
+        s.mounts.push(mnt.clone());
+        let o = run(under.cli().env("XDG_RUNTIME_DIR", &s.runtime).arg("mount").arg(&mnt));
+        assert!(o.status.success(), "round {round}: mount: {}", stderr(&o));
+        let under_pid = pid_at(&s).unwrap();
+        let mut top = daemon_over(over, &s.runtime, &mnt);
+        assert_eq!(fs::read(mnt.join(over_rel)).unwrap(), over_value, "round {round}: the second mount is on top");
 
-    let o = run(m.cli().arg("unmount").arg(&m.mnt));
-    assert!(o.status.success(), "unmount: {}", stderr(&o));
-    assert!(stderr(&o).contains(&format!("unmounted {}", m.mnt.display())), "{}", stderr(&o));
-    assert!(!stderr(&o).contains(&under.to_string()), "named the daemon underneath: {}", stderr(&o));
-    assert!(wait_for(10, || over.try_wait().unwrap().is_some()), "the daemon on top did not end");
-    assert!(is_mounted(&m.mnt), "the mount underneath went too");
-    assert_eq!(fs::read(m.p("repos/a/x")).unwrap(), b"under", "the first mount is served again");
-    m.unmount();
+        let o = run(s.cli().arg("unmount").arg(&mnt));
+        let err = stderr(&o);
+        assert!(o.status.success(), "round {round}: unmount: {err}");
+        assert!(!err.contains(&under_pid.to_string()), "round {round}: named the daemon underneath: {err}");
+        assert!(wait_for(10, || top.try_wait().unwrap().is_some()), "round {round}: the daemon on top did not end");
+        assert!(is_mounted(&mnt), "round {round}: the mount underneath went too");
+        let rel = if round == 0 { "repos/a/x" } else { "repos/b/y" };
+        assert_eq!(fs::read(mnt.join(rel)).unwrap(), under_value, "round {round}: the first mount is served again");
+
+        let o = run(s.cli().arg("unmount").arg(&mnt));
+        assert!(o.status.success(), "round {round}: second unmount: {}", stderr(&o));
+        assert!(!is_mounted(&mnt), "round {round}: unmount returned with the mount still there");
+        assert!(wait_for(10, || pid_at(&s).is_none()), "round {round}: a daemon stays");
+    }
 }
 
 /// A mount that is not Polykey's on top of a Polykey mount (here a tmpfs; root only): `unmount`
