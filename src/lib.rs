@@ -43,6 +43,8 @@ pub mod git;
 pub mod name;
 pub mod node;
 pub mod password;
+#[cfg(unix)]
+pub mod process;
 pub mod rollback;
 #[cfg(unix)]
 pub mod runtime;

@@ -6,6 +6,7 @@ mod cli;
 mod concurrency;
 mod corruption;
 mod crashstorm;
+mod edit;
 mod editors;
 mod faultinjection;
 mod faults;

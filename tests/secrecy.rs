@@ -90,7 +90,7 @@ const PREFIX: &str = "pkSX";
 
 /// A fresh marker: [`PREFIX`], a label and 24 random letters and digits (safe in a vim
 /// `normal!` command, a sed replacement, an emacs string and argv).
-fn marker(label: &str) -> String {
+pub(crate) fn marker(label: &str) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
     let mut r = [0u8; 24];
     getrandom::getrandom(&mut r).unwrap();
@@ -155,12 +155,12 @@ fn mountpoints() -> HashSet<PathBuf> {
 }
 
 /// A search of the disk for markers.
-struct Search {
+pub(crate) struct Search {
     needles: Vec<(String, Vec<u8>)>,
     skip: HashSet<PathBuf>,
     seen: HashSet<(u64, u64)>,
-    hits: Vec<String>,
-    files: usize,
+    pub(crate) hits: Vec<String>,
+    pub(crate) files: usize,
     bytes: u64,
     left_out: Vec<String>,
     /// Files whose status last changed before this (Unix seconds) cannot hold a marker made
@@ -171,7 +171,7 @@ struct Search {
 
 impl Search {
     /// A search for `markers` (label, value), skipping `own_mount` and every other mountpoint.
-    fn new(markers: &[(&str, &str)], own_mount: &Path, since: i64) -> Search {
+    pub(crate) fn new(markers: &[(&str, &str)], own_mount: &Path, since: i64) -> Search {
         let mut skip = mountpoints();
         skip.insert(fs::canonicalize(own_mount).unwrap_or_else(|_| own_mount.to_owned()));
         Search {
@@ -188,7 +188,7 @@ impl Search {
     }
 
     /// Searches `root`: a file, or a folder to `depth` levels (1: its own entries only).
-    fn root(&mut self, root: &Path, depth: usize) {
+    pub(crate) fn root(&mut self, root: &Path, depth: usize) {
         let root = fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
         let Ok(md) = fs::symlink_metadata(&root) else { return };
         if md.is_file() {
@@ -287,7 +287,7 @@ fn search_disk(m: &Mounted, home: &Path, markers: &[(&str, &str)], daemon_cwd: O
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-fn have(program: &str) -> bool {
+pub(crate) fn have(program: &str) -> bool {
     let found = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file())).unwrap_or(false);
     if !found {
         eprintln!("SKIP: {program} is missing; run scripts/install-deps.sh");
@@ -477,7 +477,7 @@ fn remount_with(m: &mut Mounted, mut cmd: Command) -> OwnMount {
 }
 
 /// An editor's command with a fresh HOME, TMPDIR and XDG folders, run from HOME.
-fn editor(program: &str, home: &Path) -> Command {
+pub(crate) fn editor(program: &str, home: &Path) -> Command {
     let mut c = Command::new(program);
     c.env("HOME", home)
         .env("TMPDIR", home.join("tmp"))
