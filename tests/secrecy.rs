@@ -105,7 +105,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 /// Which of `needles` occur in `hay`. Candidates are found by the needles' shared first byte
 /// with `BufRead::skip_until`, which uses the C library's memchr (this runs unoptimized).
-fn occurring<'a>(hay: &[u8], needles: &'a [(String, Vec<u8>)]) -> Vec<&'a str> {
+pub(crate) fn occurring<'a>(hay: &[u8], needles: &'a [(String, Vec<u8>)]) -> Vec<&'a str> {
     use std::io::BufRead;
     let mut found = vec![false; needles.len()];
     let Some(first) = needles.first().and_then(|(_, n)| n.first().copied()) else { return Vec::new() };
@@ -295,7 +295,7 @@ pub(crate) fn have(program: &str) -> bool {
     found
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     polykey::runtime::euid() == 0
 }
 
@@ -322,7 +322,7 @@ fn run_ok(cmd: &mut Command) -> Output {
 
 /// `cmd` run through `prefix` (for example `setpriv … --`): same arguments, environment and
 /// working folder.
-fn wrap(cmd: &Command, prefix: &[&str]) -> Command {
+pub(crate) fn wrap(cmd: &Command, prefix: &[&str]) -> Command {
     let mut c = Command::new(prefix[0]);
     c.args(&prefix[1..]).arg(cmd.get_program()).args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
@@ -398,7 +398,7 @@ const CAP_IPC_LOCK: u32 = 14;
 const CAP_SYS_PTRACE: u32 = 19;
 
 /// The soft and hard value of a line of `/proc/PID/limits` ("Max core file size", …).
-fn limit(pid: u32, name: &str) -> (String, String) {
+pub(crate) fn limit(pid: u32, name: &str) -> (String, String) {
     let s = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let line = s.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in /proc/{pid}/limits"));
     let mut f = line[name.len()..].split_whitespace();
@@ -406,7 +406,7 @@ fn limit(pid: u32, name: &str) -> (String, String) {
 }
 
 /// The process ids whose parent is `pid`.
-fn children(pid: u32) -> Vec<u32> {
+pub(crate) fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for e in fs::read_dir("/proc").unwrap().flatten() {
         let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
@@ -419,7 +419,7 @@ fn children(pid: u32) -> Vec<u32> {
     out
 }
 
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.chars().next()))
@@ -427,7 +427,7 @@ fn alive(pid: u32) -> bool {
 }
 
 /// A child process killed on drop.
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
