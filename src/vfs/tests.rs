@@ -224,3 +224,21 @@ fn linking_a_new_file_in_its_grace_period_makes_it_a_tagged_secret() {
     assert_eq!(f.vfs.node().state().tags[&n("prod")][&n("fresh")], (n("aws"), n("fresh")));
     assert_eq!(f.node_value("fresh").unwrap(), b"v");
 }
+
+#[test]
+fn renaming_a_new_file_to_a_scratch_name_counts_against_the_scratch_caps() {
+    let mut f = fx();
+    let aws = f.dir("repos/aws");
+    for i in 0..scratch::MAX_FILES {
+        f.vfs.create(aws, format!(".s{i}~").as_bytes()).unwrap();
+    }
+    assert_eq!(f.vfs.create(aws, b".more~").unwrap_err(), FsError::NoSpace);
+    // A new file with an ordinary name is not scratch; renamed to a scratch name, it would be.
+    let (attr, _) = f.vfs.create(aws, b"tmp123").unwrap();
+    f.vfs.write(attr.ino, 0, b"x").unwrap();
+    assert_eq!(f.vfs.rename(aws, b"tmp123", aws, b".late~", 0).unwrap_err(), FsError::NoSpace);
+    // Over an existing scratch file, the count does not grow: allowed.
+    f.vfs.rename(aws, b"tmp123", aws, b".s0~", 0).unwrap();
+    f.vfs.unlink(aws, b".s1~").unwrap();
+    f.vfs.create(aws, b".more~").unwrap();
+}
