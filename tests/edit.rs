@@ -14,7 +14,8 @@
 //!
 //! **One commit.** Unmounted (the node opened in-process) and mounted (through the daemon), a
 //! change is exactly one commit, quitting without a change none, a failing editor none (and
-//! says so); a new secret is created on save.
+//! says so); a new secret is created on save. A Ctrl-C or Ctrl-\\ while the editor runs does
+//! not end `polykey edit` and lose the edit.
 //!
 //! **The vim snippet** (`contrib/vim/polykey.vim`) under a real mount: the same vimrc and
 //! keystrokes on a file in the mount leave nothing on disk, while without the snippet they do.
@@ -479,4 +480,42 @@ fn vim_snippet_keeps_files_under_a_polykey_mount_off_the_disk() {
     assert_eq!(fs::read_to_string(m.p("repos/r/s")).unwrap(), s.after());
     let hits = search(&home, &m.mnt, &s.markers(), since);
     assert_eq!(hits, Vec::<String>::new(), "vim with contrib/vim/polykey.vim left the secret on disk");
+}
+
+#[test]
+fn ctrl_c_or_ctrl_backslash_while_the_editor_runs_does_not_lose_the_edit() {
+    let node = TempNode::new();
+    {
+        let mut n = node.create();
+        n.put(&repo("r"), &secret("s"), b"old value\n").unwrap();
+        n.save().unwrap();
+    }
+    let home = new_home(node.dir.path(), "home");
+    let go = home.join("go");
+    // An "editor" that saves once told to: the interrupts arrive while it runs.
+    let script = home.join("slow-editor");
+    fs::write(&script, format!("#!/bin/sh\nwhile [ ! -e '{}' ]; do sleep 0.05; done\nprintf 'new value\\n' > \"$1\"\n", go.display()))
+        .unwrap();
+    fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let mut cli = node.cli();
+    cli.env("HOME", &home).env("EDITOR", &script).env_remove("VISUAL").args(["edit", "r/s"]);
+    let child = cli.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = child.id();
+    assert!(wait_for(10, || !crate::secrecy::children(pid).is_empty()), "polykey edit never started its editor");
+    // Right after starting the editor, polykey ignores both (SigIgn bits 2 and 3); without
+    // that, this waits in vain and the signals below end it.
+    let ignored = || {
+        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let mask = status.lines().find_map(|l| l.strip_prefix("SigIgn:")).map_or(0, |v| u64::from_str_radix(v.trim(), 16).unwrap_or(0));
+        mask & 0b110 == 0b110
+    };
+    wait_for(5, ignored);
+    for sig in ["-INT", "-QUIT"] {
+        assert!(Command::new("kill").args([sig, &pid.to_string()]).status().unwrap().success());
+    }
+    fs::write(&go, b"").unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "polykey edit must outlive a Ctrl-C meant for its editor: {:?} {}", o.status, text(&o));
+    assert!(text(&o).contains("saved r/s"), "{}", text(&o));
+    assert_eq!(run(node.cli().args(["get", "r/s"])).stdout, b"new value\n");
 }

@@ -185,7 +185,11 @@ fn run_editor(command: &[OsString], family: Family, content: &[u8]) -> Result<Op
     let io_err = |e: std::io::Error| Failure(format!("memory file of the editor: {e}"), EXIT_FAILURE);
     file.write_all(content).map_err(io_err)?;
     let target = format!("/proc/self/fd/{}", file.as_raw_fd());
-    let status = std::process::Command::new(&command[0]).args(&command[1..]).args(family.args()).arg(&target).status();
+    let status =
+        std::process::Command::new(&command[0]).args(&command[1..]).args(family.args()).arg(&target).spawn().and_then(|mut child| {
+            let _interrupts = polykey::process::InterruptsIgnored::new();
+            child.wait()
+        });
     let result = match status {
         Err(e) => Err(Failure(format!("cannot start the editor {}: {e}", command[0].to_string_lossy()), EXIT_FAILURE)),
         Ok(s) if !s.success() => Err(Failure(format!("the editor failed ({s}); nothing was saved"), EXIT_FAILURE)),
