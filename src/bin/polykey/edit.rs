@@ -106,7 +106,7 @@ impl Store {
     fn call(&mut self, req: Request) -> Result<Response, Failure> {
         match self {
             Store::Daemon(path) => through_daemon(path, &req).unwrap_or_else(|| {
-                Err(Failure(format!("node {} was unmounted during the edit; nothing was saved", path.display()), EXIT_FAILURE))
+                Err(Failure(format!("the mount daemon of {} stopped answering; nothing was saved", path.display()), EXIT_FAILURE))
             }),
             Store::Local(node) => Ok(control::execute(node, req)?),
         }
@@ -156,7 +156,6 @@ pub fn edit(g: &Global, path: &OsStr) -> Result<(), Failure> {
         );
     }
     let new = run_editor(&command, family, old.as_deref().map_or(&[][..], |d| &d[..]))?;
-    let Some(new) = new else { return Ok(()) };
     if old.as_deref().is_some_and(|o| o[..] == new[..]) || (old.is_none() && new.is_empty()) {
         if !g.quiet {
             eprintln!("polykey: {repo}/{secret} unchanged; nothing saved");
@@ -170,10 +169,9 @@ pub fn edit(g: &Global, path: &OsStr) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Runs the editor on a memory file holding `content`; returns what it holds afterwards, or
-/// `None` (with an error) if the editor failed.
+/// Runs the editor on a memory file holding `content`; returns what it holds afterwards.
 #[cfg(target_os = "linux")]
-fn run_editor(command: &[OsString], family: Family, content: &[u8]) -> Result<Option<SecretBytes>, Failure> {
+fn run_editor(command: &[OsString], family: Family, content: &[u8]) -> Result<SecretBytes, Failure> {
     use std::io::{Read, Seek, Write};
     use std::os::fd::AsRawFd;
     // Not close-on-exec: the editor must inherit it to open it by its /proc/self/fd path.
@@ -202,7 +200,7 @@ fn run_editor(command: &[OsString], family: Family, content: &[u8]) -> Result<Op
                 let mut data = zeroize::Zeroizing::new(Vec::with_capacity(len as usize));
                 file.rewind().map_err(io_err)?;
                 Read::by_ref(&mut file).take(limit).read_to_end(&mut data).map_err(io_err)?;
-                Ok(Some(data))
+                Ok(data)
             }
         }
     };
@@ -211,7 +209,7 @@ fn run_editor(command: &[OsString], family: Family, content: &[u8]) -> Result<Op
 }
 
 #[cfg(not(target_os = "linux"))]
-fn run_editor(_: &[OsString], _: Family, _: &[u8]) -> Result<Option<SecretBytes>, Failure> {
+fn run_editor(_: &[OsString], _: Family, _: &[u8]) -> Result<SecretBytes, Failure> {
     Err(Failure("polykey edit needs Linux (it edits in a memfd, never on disk)".into(), EXIT_FAILURE))
 }
 
