@@ -17,8 +17,9 @@
 //! says so); a new secret is created on save. A Ctrl-C or Ctrl-\\ while the editor runs does
 //! not end `polykey edit` and lose the edit.
 //!
-//! **The vim snippet** (`contrib/vim/polykey.vim`) under a real mount: the same vimrc and
-//! keystrokes on a file in the mount leave nothing on disk, while without the snippet they do.
+//! **The snippets** under a real mount: `contrib/vim/polykey.vim` with the same vimrc and
+//! keystrokes, and `contrib/emacs/polykey.el` with emacs in batch mode keeping backups (even
+//! under /tmp) and savehist, leave nothing on disk, while without the snippet they do.
 
 use crate::mounted::{wait_for, Mounted};
 use crate::secrecy::{editor, have, marker, Search};
@@ -518,4 +519,51 @@ fn ctrl_c_or_ctrl_backslash_while_the_editor_runs_does_not_lose_the_edit() {
     assert!(o.status.success(), "polykey edit must outlive a Ctrl-C meant for its editor: {:?} {}", o.status, text(&o));
     assert!(text(&o).contains("saved r/s"), "{}", text(&o));
     assert_eq!(run(node.cli().args(["get", "r/s"])).stdout, b"new value\n");
+}
+
+/// emacs in batch mode, set up to keep backups (even under /tmp) and a savehist file holding
+/// the query-replace history in `home`, editing `file`; with `snippet` loaded first, if given.
+fn emacs_on_mount(home: &Path, file: &Path, searched: &str, snippet: Option<&Path>) {
+    let h = home.display();
+    let load = snippet.map_or(String::new(), |p| format!("(load \"{}\")", p.display()));
+    let eval = format!(
+        "(progn (setq make-backup-files t backup-enable-predicate (lambda (_) t) backup-directory-alist '((\".\" . \"{h}/bak\")) \
+         savehist-file \"{h}/history\" savehist-additional-variables '(query-replace-history)) (savehist-mode 1) {load} \
+         (find-file \"{}\") (push \"{searched}\" query-replace-history) (goto-char (point-max)) (insert \"new\\n\") (save-buffer) \
+         (kill-emacs 0))",
+        file.display()
+    );
+    fs::create_dir_all(home.join("bak")).unwrap();
+    let o = run(editor("emacs", home).args(["-Q", "--batch", "--eval", &eval]));
+    assert!(o.status.success(), "emacs failed: {}", text(&o));
+}
+
+#[test]
+fn emacs_snippet_keeps_files_under_a_polykey_mount_out_of_backups_and_history() {
+    if !have("emacs") {
+        return;
+    }
+    let since = now_secs();
+    let (old_ctl, old) = (marker("emctlold"), marker("emold"));
+    let (o1, o2) = (old_ctl.clone(), old.clone());
+    let Some(m) = Mounted::with(move |n| {
+        n.put(&repo("r"), &secret("ctl"), format!("{o1}\n").as_bytes()).unwrap();
+        n.put(&repo("r"), &secret("s"), format!("{o2}\n").as_bytes()).unwrap();
+    }) else {
+        return;
+    };
+    let snippet = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/emacs/polykey.el");
+    // Control: without the snippet, the old content goes to a backup and the string to savehist.
+    let (ctl_home, ctl_searched) = (new_home(m.node.dir.path(), "ctl"), marker("emctlsearch"));
+    emacs_on_mount(&ctl_home, &m.p("repos/r/ctl"), &ctl_searched, None);
+    assert_eq!(fs::read_to_string(m.p("repos/r/ctl")).unwrap(), format!("{old_ctl}\nnew\n"));
+    let leaked = search(&ctl_home, &m.mnt, &[("old", &old_ctl), ("searched", &ctl_searched)], since);
+    assert_eq!(leaked.len(), 2, "control: emacs without the snippet keeps a backup and a history: {leaked:?}");
+    fs::remove_dir_all(&ctl_home).unwrap();
+    // With it: nothing.
+    let (home, searched) = (new_home(m.node.dir.path(), "home"), marker("emsearch"));
+    emacs_on_mount(&home, &m.p("repos/r/s"), &searched, Some(&snippet));
+    assert_eq!(fs::read_to_string(m.p("repos/r/s")).unwrap(), format!("{old}\nnew\n"));
+    let hits = search(&home, &m.mnt, &[("old", &old), ("searched", &searched)], since);
+    assert_eq!(hits, Vec::<String>::new(), "emacs with contrib/emacs/polykey.el left the secret on disk");
 }
