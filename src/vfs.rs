@@ -896,6 +896,10 @@ impl Vfs {
             }
             self.scratch_growth(ino, size)?;
             let data = self.materialize(ino)?;
+            if size as usize > data.len() {
+                // Grown by `reserve`, which wipes the outgrown buffer (`resize` would free it as is).
+                crate::secret::reserve(data, size as usize - data.len(), usize::MAX);
+            }
             data.resize(size as usize, 0);
             let f = self.file_mut(ino)?;
             f.dirty = true;
