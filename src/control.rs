@@ -202,6 +202,9 @@ impl Enc {
         Enc(v)
     }
     fn field(mut self, b: &[u8]) -> Enc {
+        // Grown by `reserve`, which wipes the outgrown buffer: an import or a passphrase change
+        // carries several secrets, and `Vec`'s own growth would free copies of the earlier ones.
+        crate::secret::reserve(&mut self.0, 4 + b.len(), usize::MAX);
         put_field(&mut self.0, b);
         self
     }

@@ -45,6 +45,8 @@ pub mod mounts;
 pub mod name;
 pub mod node;
 pub mod password;
+#[cfg(unix)]
+pub mod process;
 pub mod rollback;
 #[cfg(unix)]
 pub mod runtime;

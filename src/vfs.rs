@@ -91,9 +91,41 @@ pub enum FsError {
     /// The secret is too large (EFBIG).
     #[error("file too large")]
     TooLarge,
+    /// The mount's scratch files are at their cap in number or total size (ENOSPC): see
+    /// [`scratch::MAX_FILES`] and [`scratch::MAX_TOTAL_BYTES`].
+    #[error("no room for more scratch files")]
+    NoSpace,
     /// The node could not be written or read (EIO); the change is kept and retried.
     #[error("I/O error: {0}")]
     Io(String),
+}
+
+/// A file's content for reading (see [`Vfs::content`]).
+enum Content<'a> {
+    /// The inode's working copy.
+    Working(&'a [u8]),
+    /// The node's bytes of the bound secret, decrypted for this read.
+    Node(SecretBytes),
+}
+
+impl Content<'_> {
+    /// The content as an owned buffer that is wiped when dropped.
+    fn into_secret(self) -> SecretBytes {
+        match self {
+            Content::Working(w) => Zeroizing::new(w.to_vec()),
+            Content::Node(d) => d,
+        }
+    }
+}
+
+impl std::ops::Deref for Content<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Content::Working(w) => w,
+            Content::Node(d) => d,
+        }
+    }
 }
 
 /// The three kinds of inode.
@@ -674,26 +706,68 @@ impl Vfs {
         self.getattr(ino)
     }
 
-    /// The content of a file (its working copy, or the node's).
-    fn content(&self, ino: Ino) -> Result<std::borrow::Cow<'_, [u8]>, FsError> {
+    /// The content of a file: its working copy, or the node's decrypted into a buffer that is
+    /// wiped when dropped (never a plain copy that would outlive the read in freed memory).
+    fn content(&self, ino: Ino) -> Result<Content<'_>, FsError> {
         let f = self.file(ino)?;
         match (&f.data, &f.bound) {
-            (Some(d), _) => Ok(std::borrow::Cow::Borrowed(&d[..])),
-            (None, Some((r, s))) => {
-                let data = self.node.get(r, s).map_err(core_err)?;
-                Ok(std::borrow::Cow::Owned(data.to_vec()))
-            }
-            (None, None) => Ok(std::borrow::Cow::Borrowed(&[])),
+            (Some(d), _) => Ok(Content::Working(&d[..])),
+            (None, Some((r, s))) => Ok(Content::Node(self.node.get(r, s).map_err(core_err)?)),
+            (None, None) => Ok(Content::Working(&[])),
         }
     }
 
     /// Makes sure `ino` has a working copy and returns it.
     fn materialize(&mut self, ino: Ino) -> Result<&mut SecretBytes, FsError> {
         if self.file(ino)?.data.is_none() {
-            let data = Zeroizing::new(self.content(ino)?.into_owned());
+            let data = self.content(ino)?.into_secret();
             self.file_mut(ino)?.data = Some(data);
         }
         Ok(self.file_mut(ino)?.data.as_mut().expect("just set"))
+    }
+
+    /// The scratch files of the mount now: how many, and the bytes their working copies hold
+    /// (a detached secret held under a scratch name costs nothing: its bytes are the node's).
+    /// Walks only the folders' local entries, which the caps keep few.
+    fn scratch_usage(&self) -> (usize, u64) {
+        let (mut files, mut bytes) = (0, 0);
+        for dir in self.repo_dirs.values().chain(self.tag_dirs.values()) {
+            let Ok(d) = self.dir(*dir) else { continue };
+            for (name, ino) in &d.local {
+                if is_scratch_name(name.as_bytes()) {
+                    files += 1;
+                    bytes += self.file(*ino).ok().and_then(|f| f.data.as_ref()).map_or(0, |d| d.len() as u64);
+                }
+            }
+        }
+        (files, bytes)
+    }
+
+    /// Whether `ino` is a scratch file (local, under a scratch name): the only files the
+    /// scratch caps apply to.
+    fn is_scratch(&self, ino: Ino) -> bool {
+        self.file(ino).is_ok_and(|f| f.bound.is_none() && f.home.as_ref().is_some_and(|(_, n)| is_scratch_name(n.as_bytes())))
+    }
+
+    /// Checks that the scratch files may take `files` more files and `bytes` more bytes.
+    fn scratch_room(&self, files: usize, bytes: u64) -> Result<(), FsError> {
+        let (have_files, have_bytes) = self.scratch_usage();
+        if have_files + files > scratch::MAX_FILES || have_bytes + bytes > scratch::MAX_TOTAL_BYTES {
+            return Err(FsError::NoSpace);
+        }
+        Ok(())
+    }
+
+    /// Checks that scratch file `ino` (if it is one) may grow to `size` bytes.
+    fn scratch_growth(&self, ino: Ino, size: u64) -> Result<(), FsError> {
+        if !self.is_scratch(ino) {
+            return Ok(());
+        }
+        let now = self.file(ino)?.data.as_ref().map_or(0, |d| d.len() as u64);
+        if size > now {
+            self.scratch_room(0, size - now)?;
+        }
+        Ok(())
     }
 
     /// Number of visible names of a bound secret's inode.
@@ -820,7 +894,12 @@ impl Vfs {
             if size > crate::git::MAX_OBJECT_BYTES as u64 {
                 return Err(FsError::TooLarge);
             }
+            self.scratch_growth(ino, size)?;
             let data = self.materialize(ino)?;
+            if size as usize > data.len() {
+                // Grown by `reserve`, which wipes the outgrown buffer (`resize` would free it as is).
+                crate::secret::reserve(data, size as usize - data.len(), usize::MAX);
+            }
             data.resize(size as usize, 0);
             let f = self.file_mut(ino)?;
             f.dirty = true;
@@ -981,7 +1060,7 @@ impl Vfs {
 
     /// Stores the content of local file `ino` as secret `repo/secret` and binds it.
     fn adopt(&mut self, ino: Ino, repo: &Name, secret: &Name) -> Result<(), FsError> {
-        let data = Zeroizing::new(self.content(ino)?.into_owned());
+        let data = self.content(ino)?.into_secret();
         // Keep whatever inode the secret had showing the old content.
         if let Some(old) = self.secrets.get(&(repo.clone(), secret.clone())).copied() {
             if old != ino {
@@ -1122,6 +1201,9 @@ impl Vfs {
                 }
             }
         } else if is_scratch_name(name) || matches!(kind, DirKind::Repo(_) | DirKind::Tag(_)) {
+            if is_scratch_name(name) {
+                self.scratch_room(1, 0)?;
+            }
             ino = self.alloc(Self::new_file(None, Some(Zeroizing::new(Vec::new())), Some((parent, n.clone()))));
             self.dir_mut(parent)?.local.insert(n, ino);
         } else {
@@ -1141,6 +1223,7 @@ impl Vfs {
         if self.entry(parent, name)?.is_some() {
             return Err(FsError::Exists);
         }
+        self.scratch_room(1, 0)?;
         let ino = self.alloc(Inode::Symlink { target: target.to_vec(), home: Some((parent, n.clone())), mtime: SystemTime::now() });
         self.dir_mut(parent)?.local.insert(n, ino);
         self.getattr(ino)
@@ -1164,12 +1247,12 @@ impl Vfs {
         Ok(fh)
     }
 
-    /// Reads up to `size` bytes at `offset`.
-    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
+    /// Reads up to `size` bytes at `offset`, into a buffer wiped when dropped.
+    pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<SecretBytes, FsError> {
         let content = self.content(ino)?;
-        let start = (offset as usize).min(content.len());
+        let start = usize::try_from(offset).unwrap_or(usize::MAX).min(content.len());
         let end = start.saturating_add(size as usize).min(content.len());
-        Ok(content[start..end].to_vec())
+        Ok(Zeroizing::new(content[start..end].to_vec()))
     }
 
     /// Writes `data` at `offset`; returns the bytes written.
@@ -1178,6 +1261,7 @@ impl Vfs {
         if end > crate::git::MAX_OBJECT_BYTES as u64 {
             return Err(FsError::TooLarge);
         }
+        self.scratch_growth(ino, end)?;
         let buf = self.materialize(ino)?;
         if buf.len() < end as usize {
             crate::secret::reserve(buf, end as usize - buf.len(), usize::MAX);
@@ -1434,7 +1518,12 @@ impl Vfs {
     fn rename_local(&mut self, ino: Ino, newparent: Ino, b: &Name, dst: Option<Entry>, dst_scratch: bool) -> Result<(), FsError> {
         let reattach = self.dir(newparent)?.detached.contains_key(b);
         if dst_scratch && !reattach {
-            // Scratch to scratch: memory only.
+            // To a scratch name: memory only, within the caps if it was not scratch before.
+            if !self.is_scratch(ino) && matches!(self.inodes.get(&ino), Some(Inode::File(_))) {
+                let size = self.file(ino)?.data.as_ref().map_or(0, |d| d.len() as u64);
+                let replaced = matches!(dst, Some(Entry::Local(old)) if self.is_scratch(old));
+                self.scratch_room(usize::from(!replaced), size)?;
+            }
             if let Some(Entry::Local(old)) = dst {
                 self.detach_home(old)?;
             }

@@ -857,14 +857,14 @@ fn the_filesystem_reports_a_failing_disk_and_saves_once_it_recovers() {
             Err(FsError::Io(why)) => assert!(why.contains(&message), "{why}"),
             other => panic!("fsync on a failing disk: {other:?}"),
         }
-        assert_eq!(vfs.read(one, 0, 4096).unwrap(), value.as_bytes(), "reads show the change");
+        assert_eq!(&vfs.read(one, 0, 4096).unwrap()[..], value.as_bytes(), "reads show the change");
         assert!(vfs.has_unsaved());
         for attempt in [vfs.tick(), vfs.flush(one, fh), vfs.fsync(one, Some(fh)), vfs.tick()] {
             assert!(matches!(attempt, Err(FsError::Io(ref why)) if why.contains(&message)), "{attempt:?}");
             assert!(vfs.has_unsaved());
         }
         assert!(disk.durable() == durable, "a failing disk took a write");
-        assert_eq!(vfs.read(one, 0, 4096).unwrap(), value.as_bytes());
+        assert_eq!(&vfs.read(one, 0, 4096).unwrap()[..], value.as_bytes());
         disk.arm(None);
         vfs.tick().unwrap();
         assert!(!vfs.has_unsaved());

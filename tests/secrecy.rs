@@ -90,7 +90,7 @@ const PREFIX: &str = "pkSX";
 
 /// A fresh marker: [`PREFIX`], a label and 24 random letters and digits (safe in a vim
 /// `normal!` command, a sed replacement, an emacs string and argv).
-fn marker(label: &str) -> String {
+pub(crate) fn marker(label: &str) -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
     let mut r = [0u8; 24];
     getrandom::getrandom(&mut r).unwrap();
@@ -105,7 +105,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 
 /// Which of `needles` occur in `hay`. Candidates are found by the needles' shared first byte
 /// with `BufRead::skip_until`, which uses the C library's memchr (this runs unoptimized).
-fn occurring<'a>(hay: &[u8], needles: &'a [(String, Vec<u8>)]) -> Vec<&'a str> {
+pub(crate) fn occurring<'a>(hay: &[u8], needles: &'a [(String, Vec<u8>)]) -> Vec<&'a str> {
     use std::io::BufRead;
     let mut found = vec![false; needles.len()];
     let Some(first) = needles.first().and_then(|(_, n)| n.first().copied()) else { return Vec::new() };
@@ -155,12 +155,12 @@ fn mountpoints() -> HashSet<PathBuf> {
 }
 
 /// A search of the disk for markers.
-struct Search {
+pub(crate) struct Search {
     needles: Vec<(String, Vec<u8>)>,
     skip: HashSet<PathBuf>,
     seen: HashSet<(u64, u64)>,
-    hits: Vec<String>,
-    files: usize,
+    pub(crate) hits: Vec<String>,
+    pub(crate) files: usize,
     bytes: u64,
     left_out: Vec<String>,
     /// Files whose status last changed before this (Unix seconds) cannot hold a marker made
@@ -171,7 +171,7 @@ struct Search {
 
 impl Search {
     /// A search for `markers` (label, value), skipping `own_mount` and every other mountpoint.
-    fn new(markers: &[(&str, &str)], own_mount: &Path, since: i64) -> Search {
+    pub(crate) fn new(markers: &[(&str, &str)], own_mount: &Path, since: i64) -> Search {
         let mut skip = mountpoints();
         skip.insert(fs::canonicalize(own_mount).unwrap_or_else(|_| own_mount.to_owned()));
         Search {
@@ -188,7 +188,7 @@ impl Search {
     }
 
     /// Searches `root`: a file, or a folder to `depth` levels (1: its own entries only).
-    fn root(&mut self, root: &Path, depth: usize) {
+    pub(crate) fn root(&mut self, root: &Path, depth: usize) {
         let root = fs::canonicalize(root).unwrap_or_else(|_| root.to_owned());
         let Ok(md) = fs::symlink_metadata(&root) else { return };
         if md.is_file() {
@@ -287,7 +287,7 @@ fn search_disk(m: &Mounted, home: &Path, markers: &[(&str, &str)], daemon_cwd: O
 // ---------------------------------------------------------------------------------------------
 // Processes
 
-fn have(program: &str) -> bool {
+pub(crate) fn have(program: &str) -> bool {
     let found = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file())).unwrap_or(false);
     if !found {
         eprintln!("SKIP: {program} is missing; run scripts/install-deps.sh");
@@ -295,7 +295,7 @@ fn have(program: &str) -> bool {
     found
 }
 
-fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     polykey::runtime::euid() == 0
 }
 
@@ -322,7 +322,7 @@ fn run_ok(cmd: &mut Command) -> Output {
 
 /// `cmd` run through `prefix` (for example `setpriv … --`): same arguments, environment and
 /// working folder.
-fn wrap(cmd: &Command, prefix: &[&str]) -> Command {
+pub(crate) fn wrap(cmd: &Command, prefix: &[&str]) -> Command {
     let mut c = Command::new(prefix[0]);
     c.args(&prefix[1..]).arg(cmd.get_program()).args(cmd.get_args());
     for (k, v) in cmd.get_envs() {
@@ -398,7 +398,7 @@ const CAP_IPC_LOCK: u32 = 14;
 const CAP_SYS_PTRACE: u32 = 19;
 
 /// The soft and hard value of a line of `/proc/PID/limits` ("Max core file size", …).
-fn limit(pid: u32, name: &str) -> (String, String) {
+pub(crate) fn limit(pid: u32, name: &str) -> (String, String) {
     let s = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
     let line = s.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("{name} in /proc/{pid}/limits"));
     let mut f = line[name.len()..].split_whitespace();
@@ -406,7 +406,7 @@ fn limit(pid: u32, name: &str) -> (String, String) {
 }
 
 /// The process ids whose parent is `pid`.
-fn children(pid: u32) -> Vec<u32> {
+pub(crate) fn children(pid: u32) -> Vec<u32> {
     let mut out = Vec::new();
     for e in fs::read_dir("/proc").unwrap().flatten() {
         let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
@@ -419,7 +419,7 @@ fn children(pid: u32) -> Vec<u32> {
     out
 }
 
-fn alive(pid: u32) -> bool {
+pub(crate) fn alive(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| s.rsplit_once(") ").and_then(|(_, r)| r.chars().next()))
@@ -427,7 +427,7 @@ fn alive(pid: u32) -> bool {
 }
 
 /// A child process killed on drop.
-struct Killed(Child);
+pub(crate) struct Killed(pub(crate) Child);
 
 impl Drop for Killed {
     fn drop(&mut self) {
@@ -477,7 +477,7 @@ fn remount_with(m: &mut Mounted, mut cmd: Command) -> OwnMount {
 }
 
 /// An editor's command with a fresh HOME, TMPDIR and XDG folders, run from HOME.
-fn editor(program: &str, home: &Path) -> Command {
+pub(crate) fn editor(program: &str, home: &Path) -> Command {
     let mut c = Command::new(program);
     c.env("HOME", home)
         .env("TMPDIR", home.join("tmp"))

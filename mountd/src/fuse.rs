@@ -94,6 +94,7 @@ pub fn errno(e: &FsError) -> Errno {
         FsError::NotPermitted => libc::EPERM,
         FsError::CrossDevice => libc::EXDEV,
         FsError::TooLarge => libc::EFBIG,
+        FsError::NoSpace => libc::ENOSPC,
         FsError::Io(msg) => {
             crate::log(&format!("I/O error: {msg}"));
             libc::EIO
@@ -272,7 +273,7 @@ impl Filesystem for FuseFs {
         reply: ReplyData,
     ) {
         match self.with(|v| v.read(ino.0, offset, size)) {
-            Ok(d) => reply.data(&zeroize::Zeroizing::new(d)),
+            Ok(d) => reply.data(&d),
             Err(e) => reply.error(errno(&e)),
         }
     }

@@ -1,6 +1,6 @@
-//! The few operating-system calls std does not offer: memory locking, core-dump and ptrace
-//! protection, session and signal handling, peer credentials, descriptor hygiene. The only
-//! unsafe code here.
+//! The few operating-system calls std does not offer: memory locking, session and signal
+//! handling, peer credentials, descriptor hygiene (core-dump and ptrace protection is shared
+//! with the CLI: `polykey::process`). The daemon's only unsafe code.
 
 #![allow(unsafe_code)]
 
@@ -17,12 +17,9 @@ pub struct Hardening {
 /// Disables core dumps and ptrace/`/proc/PID/mem` access by other processes, and locks memory
 /// where the limit allows (an unlimited or ≥ 4 GiB RLIMIT_MEMLOCK).
 pub fn harden() -> Hardening {
+    polykey::process::disable_core_dumps();
     // SAFETY: plain syscalls with valid, stack-owned arguments.
     unsafe {
-        let zero = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        libc::setrlimit(libc::RLIMIT_CORE, &zero);
-        #[cfg(target_os = "linux")]
-        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
         let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim);
         // A privileged daemon may lift the limit; anyone may raise the soft limit to the hard one.

@@ -66,8 +66,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use windows::core::{BOOL, HSTRING, PWSTR};
 use windows::Win32::Foundation::{
     CloseHandle, LocalFree, HANDLE, HLOCAL, NTSTATUS, STATUS_ACCESS_DENIED, STATUS_BUFFER_OVERFLOW, STATUS_DIRECTORY_NOT_EMPTY,
-    STATUS_END_OF_FILE, STATUS_FILE_IS_A_DIRECTORY, STATUS_FILE_TOO_LARGE, STATUS_INVALID_PARAMETER, STATUS_NOT_A_DIRECTORY,
-    STATUS_NOT_SAME_DEVICE, STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_INVALID, STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_DISK_FULL, STATUS_END_OF_FILE, STATUS_FILE_IS_A_DIRECTORY, STATUS_FILE_TOO_LARGE, STATUS_INVALID_PARAMETER,
+    STATUS_NOT_A_DIRECTORY, STATUS_NOT_SAME_DEVICE, STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_INVALID, STATUS_OBJECT_NAME_NOT_FOUND,
     STATUS_OBJECT_PATH_NOT_FOUND, STATUS_UNEXPECTED_IO_ERROR,
 };
 use windows::Win32::Security::Authorization::{
@@ -85,7 +85,6 @@ use winfsp::filesystem::{
 };
 use winfsp::host::{FileSystemHost, FineGuard, VolumeParams};
 use winfsp::{FspError, U16CStr};
-use zeroize::Zeroizing;
 
 /// NT create options (ntifs.h), as WinFSP passes them to `open` and `create`.
 const FILE_DIRECTORY_FILE: u32 = 0x0000_0001;
@@ -110,6 +109,7 @@ pub fn ntstatus(e: &FsError) -> NTSTATUS {
         FsError::CrossDevice => STATUS_NOT_SAME_DEVICE,
         FsError::Unsupported => STATUS_INVALID_PARAMETER,
         FsError::TooLarge => STATUS_FILE_TOO_LARGE,
+        FsError::NoSpace => STATUS_DISK_FULL,
         FsError::Io(msg) => {
             log(&format!("I/O error: {msg}"));
             STATUS_UNEXPECTED_IO_ERROR
@@ -391,7 +391,7 @@ impl FileSystemContext for PolykeyFs {
 
     fn read(&self, context: &Handle, buffer: &mut [u8], offset: u64) -> winfsp::Result<u32> {
         let want = u32::try_from(buffer.len()).unwrap_or(u32::MAX);
-        let data = Zeroizing::new(self.with(|v| v.read(context.ino, offset, want)).map_err(fsp)?);
+        let data = self.with(|v| v.read(context.ino, offset, want)).map_err(fsp)?;
         if data.is_empty() && !buffer.is_empty() {
             return Err(nt(STATUS_END_OF_FILE));
         }

@@ -37,7 +37,7 @@ impl Fx {
     }
     fn read(&mut self, path: &str) -> Vec<u8> {
         let ino = self.ino(path);
-        self.vfs.read(ino, 0, 1 << 20).unwrap()
+        self.vfs.read(ino, 0, 1 << 20).unwrap().to_vec()
     }
     fn commits(&self) -> usize {
         self.vfs.node().log(&n("aws"), None).unwrap().len()
@@ -210,8 +210,8 @@ fn an_open_reader_keeps_the_old_content_when_a_secret_is_replaced() {
     let tmp = f.write_new("repos/aws", ".key.tmp", b"new");
     let aws = f.dir("repos/aws");
     f.vfs.rename(aws, b".key.tmp", aws, b"key", 0).unwrap();
-    assert_eq!(f.vfs.read(old, 0, 100).unwrap(), b"old");
-    assert_eq!(f.vfs.read(tmp, 0, 100).unwrap(), b"new");
+    assert_eq!(&f.vfs.read(old, 0, 100).unwrap()[..], b"old");
+    assert_eq!(&f.vfs.read(tmp, 0, 100).unwrap()[..], b"new");
     f.vfs.release(old, fh).unwrap();
 }
 
@@ -223,4 +223,22 @@ fn linking_a_new_file_in_its_grace_period_makes_it_a_tagged_secret() {
     f.vfs.link(ino, prod, b"fresh").unwrap();
     assert_eq!(f.vfs.node().state().tags[&n("prod")][&n("fresh")], (n("aws"), n("fresh")));
     assert_eq!(f.node_value("fresh").unwrap(), b"v");
+}
+
+#[test]
+fn renaming_a_new_file_to_a_scratch_name_counts_against_the_scratch_caps() {
+    let mut f = fx();
+    let aws = f.dir("repos/aws");
+    for i in 0..scratch::MAX_FILES {
+        f.vfs.create(aws, format!(".s{i}~").as_bytes()).unwrap();
+    }
+    assert_eq!(f.vfs.create(aws, b".more~").unwrap_err(), FsError::NoSpace);
+    // A new file with an ordinary name is not scratch; renamed to a scratch name, it would be.
+    let (attr, _) = f.vfs.create(aws, b"tmp123").unwrap();
+    f.vfs.write(attr.ino, 0, b"x").unwrap();
+    assert_eq!(f.vfs.rename(aws, b"tmp123", aws, b".late~", 0).unwrap_err(), FsError::NoSpace);
+    // Over an existing scratch file, the count does not grow: allowed.
+    f.vfs.rename(aws, b"tmp123", aws, b".s0~", 0).unwrap();
+    f.vfs.unlink(aws, b".s1~").unwrap();
+    f.vfs.create(aws, b".more~").unwrap();
 }

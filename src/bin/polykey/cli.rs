@@ -59,6 +59,9 @@ pub enum Cmd {
     Put { path: OsString },
     /// Write REPO/SECRET to stdout
     Get { path: OsString },
+    /// Edit REPO/SECRET in $VISUAL, else $EDITOR, else vi, with no copy on disk (created on
+    /// save if new); vim, neovim, nano and emacs run with history, undo, backup and swap off
+    Edit { path: OsString },
     /// Remove REPO/SECRET (and its tag entries), or with -r a whole REPO
     Rm {
         /// Remove a whole repository

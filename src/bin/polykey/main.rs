@@ -1,6 +1,7 @@
 //! The `polykey` command: a thin layer over the core library.
 
 mod cli;
+mod edit;
 mod import;
 mod mount;
 
@@ -39,6 +40,9 @@ impl From<io::Error> for Failure {
 type CliResult = Result<(), Failure>;
 
 fn main() -> ExitCode {
+    // Decrypted secrets pass through this process's memory: no core dump, no same-user ptrace.
+    #[cfg(unix)]
+    polykey::process::disable_core_dumps();
     // An empty POLYKEY_* variable means "not set", as in most tools; but an empty
     // $POLYKEY_PASSWORD is an empty passphrase, and is refused as one.
     for (k, v) in std::env::vars_os() {
@@ -87,11 +91,11 @@ fn name(kind: NameKind, s: &OsStr) -> Result<Name, Failure> {
     Ok(Name::new(kind, &bytes(s))?)
 }
 
-fn secret_path(s: &OsStr) -> Result<(Name, Name), Failure> {
+pub(crate) fn secret_path(s: &OsStr) -> Result<(Name, Name), Failure> {
     Ok(polykey::name::parse_secret_path(&bytes(s))?)
 }
 
-fn node_path(g: &Global) -> Result<PathBuf, Failure> {
+pub(crate) fn node_path(g: &Global) -> Result<PathBuf, Failure> {
     if let Some(p) = &g.node {
         return Ok(p.clone());
     }
@@ -122,7 +126,7 @@ fn kdf(g: &Global) -> KdfParams {
     p
 }
 
-fn open(g: &Global, access: Access) -> Result<Node, Failure> {
+pub(crate) fn open(g: &Global, access: Access) -> Result<Node, Failure> {
     let path = node_path(g)?;
     if !path.exists() {
         return Err(Error::NoNode { path }.into());
@@ -201,14 +205,21 @@ fn iso8601(secs: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
+/// Sends `req` to the mount daemon of the node at `path`, if it is mounted.
+pub(crate) fn through_daemon(path: &std::path::Path, req: &Request) -> Option<Result<Response, Failure>> {
+    let answer = runtime::call(path, req)?;
+    Some(match answer {
+        Err(e) => Err(Failure(format!("mount daemon of {}: {e}", path.display()), EXIT_FAILURE)),
+        Ok(Response::Failed(msg, usage)) => Err(Failure(msg, if usage { EXIT_USAGE } else { EXIT_FAILURE })),
+        Ok(ok) => Ok(ok),
+    })
+}
+
 /// Runs a node command: through the mount daemon when the node is mounted, else in-process.
 fn dispatch(g: &Global, req: Request) -> Result<Response, Failure> {
     let path = node_path(g)?;
-    if let Some(answer) = runtime::call(&path, &req) {
-        return match answer.map_err(|e| Failure(format!("mount daemon of {}: {e}", path.display()), EXIT_FAILURE))? {
-            Response::Failed(msg, usage) => Err(Failure(msg, if usage { EXIT_USAGE } else { EXIT_FAILURE })),
-            ok => Ok(ok),
-        };
+    if let Some(answer) = through_daemon(&path, &req) {
+        return answer;
     }
     let access = req.access();
     let mut node = open(g, access)?;
@@ -293,6 +304,7 @@ fn run(cli: Cli) -> CliResult {
         }
         Cmd::Unmount { mountpoint } => return mount::unmount(g, &mountpoint),
         Cmd::Status => return mount::status(g),
+        Cmd::Edit { path } => return edit::edit(g, &path),
         Cmd::Passwd => {
             let path = node_path(g)?;
             if runtime::find(&path).is_some() {
