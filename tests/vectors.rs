@@ -1205,7 +1205,7 @@ fn header_and_frame_vectors(out: &mut Out, base: &[u8], states: &[(usize, Conten
             "Argon2 time cost u32::MAX (refused before any work)",
             80,
             u32::MAX,
-            "Argon2 time cost 4294967295 is outside 1..=64",
+            "Argon2 time cost 4294967295 is outside 1..=16",
         ),
         ("header_argon2_parallelism_zero", "Argon2 parallelism 0", 84, 0, "Argon2 parallelism 0 is outside 1..=16"),
         ("header_argon2_parallelism_17", "Argon2 parallelism 17", 84, 17, "Argon2 parallelism 17 is outside 1..=16"),
@@ -1393,12 +1393,13 @@ fn header_and_frame_vectors(out: &mut Out, base: &[u8], states: &[(usize, Conten
     .says(&at3("authentication failed"));
     out.add(
         "frame_epoch_changed",
-        TornTail,
+        DamagedFrame,
         good,
-        "frame 3's epoch 0 -> 7, CRC-32 recomputed: it reads as the remains of an older log, so the node opens at save 2 (a rollback, as the threat model says)",
+        "frame 3's epoch 0 -> 7, CRC-32 recomputed: a newer epoch than the header's where no compaction left one is damage (before, it ended the log silently: a rollback anyone could forge)",
         &states[2].1,
         edit_frame_header(base, f3, |h| h[8..12].copy_from_slice(&7u32.to_le_bytes())),
-    );
+    )
+    .says(&at3("frame of epoch 7 where the log of epoch 0 ends: the header is older than the log"));
     out.add(
         "frame_sequence_changed",
         DamagedFrame,
