@@ -9,6 +9,7 @@ mod crashstorm;
 mod editors;
 mod faultinjection;
 mod faults;
+mod hostile;
 mod import;
 mod mount;
 mod mounted;
