@@ -92,7 +92,7 @@ fn the_record_is_written_durably() {
     let trace = t.dir.path().join("trace");
     let mut c = std::process::Command::new("strace");
     c.arg("-f").arg("-y").args(["-e", "trace=fsync,fdatasync,rename,renameat,renameat2", "-o"]).arg(&trace);
-    let mut pk = t.cli();
+    let pk = t.cli();
     c.arg(pk.get_program()).args(pk.get_args()).args(["put", "r/s"]);
     for (k, v) in pk.get_envs() {
         match v {
