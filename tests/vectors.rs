@@ -667,6 +667,15 @@ impl Build {
         Self::with_header(&header, &key, password)
     }
 
+    /// A new node as version 1 wrote it: no required features, so its compactions leave the
+    /// unauthenticated marker of version 1 (docs/FORMAT.md, "Compaction").
+    fn v1(password: &Passphrase) -> Build {
+        let (mut header, key) = Header::create(password, FAST_KDF).unwrap();
+        header.required_features = 0;
+        header.wrap(password, FAST_KDF, &key).unwrap();
+        Self::with_header(&header, &key, password)
+    }
+
     /// A new node from a header made by the caller (it must wrap a key under `password`).
     fn with_header(header: &Header, key: &polykey::Key, password: &Passphrase) -> Build {
         let mut storage = Recorder::default();
@@ -1073,8 +1082,9 @@ fn build_vectors() -> Vec<Vector> {
     assert_eq!(synced[1][LOG_OFFSET as usize..], base[LOG_OFFSET as usize..]);
 
     // Compaction, crash-safe at every sync. A removed repository leaves dead space, so the
-    // checkpoint is appended, then copied to the front, then the file is cut.
-    let mut c = Build::new(&pass());
+    // checkpoint is appended, then copied to the front, then the file is cut. (A node of
+    // version 1 without features: the marker after the front copy is a bare frame header.)
+    let mut c = Build::v1(&pass());
     c.put("junk", b"a", &filler(1, 2048));
     c.put("junk", b"b", &filler(2, 2048));
     c.put("keep", b"a", b"kept\n");
@@ -1121,6 +1131,7 @@ fn build_vectors() -> Vec<Vector> {
         compacted[..mid].to_vec(),
     );
     out.add("compacted_checkpoint_flipped", DamagedFrame, good, "one bit flipped inside the checkpoint", &live, flip(&compacted, &[mid]));
+    end_marker_vectors(&mut out);
     header_and_frame_vectors(&mut out, &base, &states);
     journal_vectors(&mut out);
     git_vectors(&mut out);
@@ -2176,6 +2187,90 @@ fn generate_vectors() {
     }
     let failures: Vec<String> = vectors.iter().filter_map(|v| v.check().err().map(|e| format!("{}: {e}", v.name))).collect();
     assert!(failures.is_empty(), "written, but these do not check:\n{}", failures.join("\n"));
+}
+
+/// Compaction on a node with the authenticated end marker (required feature bit 1), and the
+/// forgeries it stops: a frame header anyone can write (it carries only a CRC) or an old
+/// sealed header must never end the log early without a word.
+fn end_marker_vectors(out: &mut Out) {
+    use Expect::*;
+    let good = PASSWORD;
+    let mut a = Build::new(&pass());
+    a.put("junk", b"a", &filler(1, 2048));
+    a.put("junk", b"b", &filler(2, 2048));
+    a.put("keep", b"a", b"kept\n");
+    a.remove_repo("junk");
+    let live = a.model.clone();
+    let before = a.bytes();
+    a.storage.take_synced();
+    a.node.compact().unwrap();
+    let steps = a.storage.take_synced();
+    let names = [
+        (TornTail, "end_marker_crash_1_checkpoint_appended", "checkpoint appended under the next epoch; header not yet moved"),
+        (Success, "end_marker_crash_2_slot_a_at_checkpoint", "slot A points at the appended checkpoint"),
+        (Success, "end_marker_crash_3_slots_at_checkpoint", "both slots point at the appended checkpoint"),
+        (Success, "end_marker_crash_4_copied_to_front", "checkpoint copied to the front, followed by an END frame"),
+        (TornTail, "end_marker_crash_5_slot_a_at_front", "slot A points at the front copy; the END frame ends the log, the rest is a tail"),
+        (
+            TornTail,
+            "end_marker_crash_6_slots_at_front",
+            "both slots point at the front copy; the END frame ends the log, the rest is a tail",
+        ),
+        (Success, "end_marker_compaction_done", "compacted: the file is cut after the front checkpoint"),
+    ];
+    assert_eq!(steps.len(), names.len(), "compaction syncs once per step");
+    let crashed = steps[5].clone();
+    for ((expect, name, comment), bytes) in names.into_iter().zip(steps) {
+        out.add(name, expect, good, &format!("required feature 0x2; compaction stopped after a sync: {comment}"), &live, bytes);
+    }
+    let at = base_end(&crashed);
+    let epoch = u32::from_le_bytes(crashed[48..52].try_into().unwrap());
+    assert_eq!(crashed[at + 4], log::FLAG_END);
+    out.add(
+        "end_marker_tag_flipped",
+        TornTail,
+        good,
+        "end_marker_crash_6_slots_at_front with a bit of the END frame's tag flipped: no end, so what follows reads as a save cut short (reported)",
+        &live,
+        flip(&crashed, &[at + FRAME_HEADER_BYTES + 3]),
+    );
+    let v1_marker = |h: &mut [u8]| {
+        h[4] = 0;
+        h[8..12].copy_from_slice(&(epoch - 1).to_le_bytes());
+        h[12..24].fill(0);
+        h[24..48].fill(0);
+    };
+    out.add(
+        "end_marker_replaced_by_v1_marker",
+        TornTail,
+        good,
+        "end_marker_crash_6_slots_at_front with the version 1 marker (CRC only) in place of the END frame: on this node it is no marker; the bytes from it are ignored but kept (reported; writes refused)",
+        &live,
+        edit_frame_header(&crashed, at, v1_marker),
+    );
+    a.put("keep", b"b", b"after compaction\n");
+    let one = a.model.clone();
+    a.put("keep", b"c", b"and after that\n");
+    let saved = a.bytes();
+    let end = base_end(&saved);
+    out.add(
+        "forged_v1_marker_mid_log",
+        DamagedFrame,
+        good,
+        "a compacted node with two saves after its checkpoint; the first save's frame header replaced by the version 1 marker (CRC only): a save follows, so it is damage, not the end of the log",
+        &one,
+        edit_frame_header(&saved, end, v1_marker),
+    )
+    .says(&format!("damaged at byte {end}: frame of epoch {}", epoch - 1));
+    out.add(
+        "old_header_spliced_after_compaction",
+        DamagedFrame,
+        good,
+        "the header from before the compaction (epoch 0, an empty base) spliced onto the compacted node: the log it names starts with a newer epoch's checkpoint",
+        &one,
+        [&before[..LOG_OFFSET as usize], &saved[LOG_OFFSET as usize..]].concat(),
+    )
+    .says("the header is older than the log");
 }
 
 // ---------------------------------------------------------------------------------------------
