@@ -1225,6 +1225,19 @@ fn header_and_frame_vectors(out: &mut Out, base: &[u8], states: &[(usize, Conten
     ] {
         out.add(name, DamagedHeader, good, &format!("{comment} in both slots"), full, slot_field(at, &le32(value))).says(says);
     }
+    let work = edit_slots(base, |s| {
+        s[76..80].copy_from_slice(&(1u32 << 20).to_le_bytes());
+        s[80..84].copy_from_slice(&5u32.to_le_bytes());
+    });
+    out.add(
+        "header_argon2_work_over_bound",
+        DamagedHeader,
+        good,
+        "Argon2 memory 1 GiB and 5 passes in both slots: each within its bound, together more than 4 GiB x passes (refused before any work)",
+        full,
+        work,
+    )
+    .says("Argon2 memory × time cost 1048576 KiB × 5 is above 4194304 KiB");
     let lanes = edit_slots(base, |s| {
         s[76..80].copy_from_slice(&16u32.to_le_bytes());
         s[84..88].copy_from_slice(&4u32.to_le_bytes());
