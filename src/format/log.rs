@@ -284,8 +284,9 @@ fn other_epoch(
 
 /// The checkpoint of the next epoch at `at`, where the log ends: a compaction that stopped
 /// before it moved the header (step 1). It is the remains of one if its frames authenticate
-/// and it runs to the end of the file (or is cut by it); a compaction cut short if its first
-/// frame does not authenticate and nothing of the log follows; anything else is damage.
+/// and it runs to the end of the file (or is cut by it after its first frame); a compaction
+/// cut short (reported) if its first frame runs past the end of the file, or a frame of it
+/// does not authenticate and nothing of the log follows; anything else is damage.
 fn next_epoch_checkpoint(
     read: ReadAt<'_>,
     data: DataAt<'_>,
