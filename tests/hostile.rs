@@ -388,3 +388,43 @@ fn a_fifo_at_the_node_path_is_refused_at_once() {
         assert!(matches!(Node::open(&t.path, &pass(), access), Err(Error::NotAFile { kind: "a FIFO", .. })));
     }
 }
+
+/// Required feature 0x2 (the authenticated end) is set where the key is wrapped: at creation,
+/// and at a passphrase change of a version 1 node, unless its file ends after its log (the
+/// remains of a version 1 compaction, which the feature would refuse). A compaction cannot set
+/// it (the features are bound into the key wrap) and keeps a version 1 node as it is.
+#[test]
+fn the_authenticated_end_is_set_where_the_key_is_wrapped() {
+    use polykey::format::header::Header;
+    let features = |path: &Path| u32_at(&std::fs::read(path).unwrap(), 12);
+    let t = TempNode::new();
+    drop(t.create());
+    assert_eq!(features(&t.path), 0x2, "a new node");
+    let v1 = |path: &Path| {
+        let (mut header, key) = Header::create(&pass(), crate::util::FAST_KDF).unwrap();
+        header.required_features = 0;
+        header.wrap(&pass(), crate::util::FAST_KDF, &key).unwrap();
+        let mut storage = MemStorage::default();
+        polykey::format::log::write_header(&mut storage, &mut header, &key).unwrap();
+        std::fs::write(path, &storage.bytes).unwrap();
+    };
+    for tail in [false, true] {
+        let t = TempNode::new();
+        v1(&t.path);
+        let mut node = t.open().unwrap();
+        node.put(&repo("r"), &secret("s"), b"v").unwrap();
+        node.save().unwrap();
+        node.compact().unwrap();
+        drop(node);
+        assert_eq!(features(&t.path), 0, "a compaction keeps a version 1 node as it is");
+        if tail {
+            let mut f = std::fs::OpenOptions::new().append(true).open(&t.path).unwrap();
+            std::io::Write::write_all(&mut f, &[0; 10]).unwrap();
+        }
+        let mut node = t.open().unwrap();
+        node.change_passphrase(&pass(), crate::util::FAST_KDF).unwrap();
+        drop(node);
+        assert_eq!(features(&t.path), if tail { 0 } else { 0x2 }, "a passphrase change, tail {tail}");
+        assert!(t.open().is_ok());
+    }
+}
