@@ -2407,3 +2407,56 @@ const V1_PERSONAL_IDS: [&str; 5] = [
     "18fcaacb356e3bd63897a250fba87cfb1611eb8a",
 ];
 const V1_BYTES_IDS: [&str; 1] = ["adf8c7bad11f790fbd06edb64e936500303c0d42"];
+
+// ---------------------------------------------------------------------------------------------
+// The fixture of required feature 0x2 (the authenticated end)
+
+/// The passphrase of `tests/fixtures/v1-end-marker/interrupted-compaction.node`.
+const END_MARKER_PASSWORD: &[u8] = b"polykey end marker fixture";
+
+fn end_marker_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-end-marker/interrupted-compaction.node")
+}
+
+/// Writes the fixture once: a node with required feature 0x2 whose compaction to the front
+/// stopped before its last step, so its file holds the front checkpoint, the END frame, and
+/// the old log's remains after it.
+#[test]
+#[ignore = "writes tests/fixtures/v1-end-marker/interrupted-compaction.node if it is missing"]
+fn generate_end_marker_fixture() {
+    let path = end_marker_fixture();
+    assert!(!path.exists(), "{} exists; fixtures are written once and never regenerated", path.display());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let pw = Passphrase::new(END_MARKER_PASSWORD.to_vec());
+    let mut b = Build::new(&pw);
+    b.put("old", b"x", &filler(3, 2048));
+    b.put("web", b"token", b"s3cret\n");
+    b.put("web", b"token", b"s3cret-2\n");
+    b.tag("t", "tok", "web", "token");
+    b.remove_repo("old");
+    b.storage.take_synced();
+    b.node.compact().unwrap();
+    let steps = b.storage.take_synced();
+    // After both header slots name the front copy, before the file is cut after it.
+    std::fs::write(&path, &steps[5]).unwrap();
+}
+
+#[test]
+fn end_marker_fixture_opens_silently_at_its_content() {
+    let path = end_marker_fixture();
+    let before = std::fs::read(&path).unwrap();
+    assert_eq!(&before[12..16], &0x2u32.to_le_bytes(), "required feature 0x2");
+    let node = Node::open(&path, &Passphrase::new(END_MARKER_PASSWORD.to_vec()), Access::Read).unwrap();
+    let end = base_end(&before);
+    assert_eq!(node.file_len(), end as u64, "the log ends where the checkpoint does");
+    assert_eq!(before[end + 4], log::FLAG_END, "an END frame follows it");
+    assert!(before.len() > end + 68, "the old log's remains follow the END frame");
+    assert_eq!((node.discarded_tail(), node.kept_tail()), (None, false), "a compaction's remains are not reported");
+    let mut want = Content::default();
+    want.secrets.insert((b"web".to_vec(), b"token".to_vec()), b"s3cret-2\n".to_vec());
+    want.tags.insert((b"t".to_vec(), b"tok".to_vec()), (b"web".to_vec(), b"token".to_vec()));
+    assert_eq!(Content::of(&node).unwrap(), want);
+    let messages: Vec<String> = node.log(&name(NameKind::Repo, b"web"), None).unwrap().into_iter().map(|e| e.message).collect();
+    assert_eq!(messages, ["Update token", "Add token"]);
+    assert!(crate::util::unchanged(&path, &before), "reading the fixture wrote to it");
+}
