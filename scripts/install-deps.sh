@@ -21,6 +21,8 @@ have cc || need+=(gcc)
 have pkg-config || need+=(pkg-config)
 have mkfs.vfat || need+=(dosfstools)
 have hyperfine || need+=(hyperfine)
+have strace || need+=(strace)
+have mkfifo || need+=(coreutils)
 
 if ((${#need[@]})); then
     echo "install-deps: installing ${need[*]}" >&2

@@ -36,6 +36,15 @@ pub enum Error {
         /// The version or feature that is not supported.
         what: String,
     },
+    /// The node's path names something other than a regular file (a FIFO, a device, a
+    /// folder): refused before anything could block on it.
+    #[error("node {} is not a regular file but {kind}; refusing to open it", node.display())]
+    NotAFile {
+        /// The node's path.
+        node: PathBuf,
+        /// What it is ("a FIFO", ...).
+        kind: &'static str,
+    },
     /// An object inside the node is missing or malformed (found when it was first read).
     #[error("node {} is damaged: {what}", node.display())]
     Corrupt {

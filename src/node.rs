@@ -72,6 +72,9 @@ pub struct Node {
     /// A header write failed part-way (compaction, passphrase change): a slot on disk may
     /// name a checkpoint this node no longer counts on. Settled before the next write.
     header_unsure: bool,
+    /// The bytes after the log are not what a crash leaves ([`log::Replayed::keep_tail`]):
+    /// no write cuts them off until the user says so ([`Node::allow_cutting_tail`]).
+    keep_tail: bool,
 }
 
 fn lock_file(file: &File, path: &Path, access: Access) -> Result<()> {
@@ -131,15 +134,18 @@ impl Node {
             header_degraded: false,
             discarded: None,
             header_unsure: false,
+            keep_tail: false,
         })
     }
 
     /// Opens the node at `path` with `pass`.
     pub fn open(path: &Path, pass: &Passphrase, access: Access) -> Result<Node> {
-        let file = OpenOptions::new().read(true).write(access == Access::Write).open(path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::NoNode { path: path.to_owned() },
-            _ => Error::io("cannot open node", path, e),
-        })?;
+        let file = crate::storage::open_regular(path, access == Access::Write)
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::NoNode { path: path.to_owned() },
+                _ => Error::io("cannot open node", path, e),
+            })?
+            .map_err(|kind| Error::NotAFile { node: path.to_owned(), kind })?;
         lock_file(&file, path, access)?;
         Self::open_storage(path, Box::new(FileStorage::at(file, path)), pass, access)
     }
@@ -170,6 +176,7 @@ impl Node {
             header_degraded: !both,
             discarded: replayed.discarded,
             header_unsure: false,
+            keep_tail: replayed.keep_tail,
         })
     }
 
@@ -559,6 +566,7 @@ impl Node {
     pub fn save(&mut self) -> Result<SaveStats> {
         let mut stats = SaveStats::default();
         if !self.pending.is_empty() {
+            self.writable()?;
             let txn = std::mem::take(&mut self.pending).into_bytes();
             let mut written =
                 self.settle_header().and_then(|()| log::append(self.storage.as_mut(), &self.header, &self.key, &mut self.pos, &txn, false));
@@ -620,6 +628,7 @@ impl Node {
     /// Rewrites the node as a single checkpoint of the live state.
     pub fn compact(&mut self) -> Result<()> {
         assert!(self.pending.is_empty(), "save before compacting");
+        self.writable()?;
         self.settle_header().map_err(|e| Error::io("cannot compact node", &self.path, e))?;
         // The checkpoint is encoded as it is written, a frame's worth at a time.
         let state = &self.state;
@@ -655,6 +664,12 @@ impl Node {
         params.check().map_err(|what| Error::Passphrase(format!("refusing Argon2 parameters: {what}")))?;
         self.settle_header().map_err(|e| Error::io("cannot write node", &self.path, e))?;
         let mut h = self.header.clone();
+        // Re-wrapping is when a version 1 node can take the authenticated end marker (the
+        // features are bound into the wrap), unless it ends in a version 1 marker's remains,
+        // which the feature would refuse.
+        if self.storage.len().is_ok_and(|len| len == self.pos.end) {
+            h.required_features |= crate::format::header::FEATURE_AUTHENTICATED_END;
+        }
         h.wrap(new, params, &self.key).map_err(|e| Error::io("cannot change passphrase of", &self.path, e))?;
         h.generation += 1;
         log::write_header(self.storage.as_mut(), &mut h, &self.key).map_err(|e| {
@@ -678,6 +693,33 @@ impl Node {
     /// any: its offset and what was wrong. The node is at its last complete state.
     pub fn discarded_tail(&self) -> Option<(u64, &str)> {
         self.discarded.as_ref().map(|d| (d.offset, d.what.as_str()))
+    }
+
+    /// Whether the bytes after the log, ignored when opening, must be kept: they are not what a
+    /// crash leaves, so they may hide saves, and the node refuses writes (which would cut them
+    /// off) until [`Node::allow_cutting_tail`].
+    pub fn kept_tail(&self) -> bool {
+        self.keep_tail
+    }
+
+    /// Lets writes cut off the bytes after the log (the user accepted losing them).
+    pub fn allow_cutting_tail(&mut self) {
+        self.keep_tail = false;
+    }
+
+    /// Fails while the bytes after the log must be kept: a write would cut them off.
+    pub fn writable(&self) -> Result<()> {
+        match (&self.discarded, self.keep_tail) {
+            (Some(d), true) => Err(Error::Damaged {
+                node: self.path.clone(),
+                offset: d.offset,
+                what: format!(
+                    "{}; refusing to write over it: copy the node file to keep what follows, then pass --accept-rollback to drop it",
+                    d.what
+                ),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Whether one of the two header copies was damaged when the node was opened.

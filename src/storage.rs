@@ -20,6 +20,13 @@ pub trait Storage: Send {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         copy_out(&self.read_all()?, offset, buf)
     }
+    /// The next run of data at or after `offset`, as (start, end), skipping the holes of a
+    /// sparse file (which read as zeros); `None` if only holes (or nothing) follow. Readers
+    /// that scan the file use it to skip holes. The default: all of the file is data.
+    fn data_after(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        let len = self.len()?;
+        Ok((offset < len).then_some((offset, len)))
+    }
     /// Writes `data` at `offset` (all of it, or an error).
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()>;
     /// Cuts the file to `len` bytes.
@@ -89,6 +96,28 @@ impl Storage for FileStorage {
         Ok(())
     }
 
+    #[cfg(unix)]
+    #[allow(unsafe_code)] // lseek(SEEK_DATA/SEEK_HOLE), which std does not offer.
+    fn data_after(&self, offset: u64) -> io::Result<Option<(u64, u64)>> {
+        use std::os::fd::AsRawFd;
+        let len = self.len()?;
+        let (Ok(from), true) = (libc::off_t::try_from(offset), offset < len) else { return Ok(None) };
+        let fd = self.file.as_raw_fd();
+        // SAFETY: lseek on a descriptor this storage owns; it moves only the file offset,
+        // which nothing here uses (every read and write is positional).
+        let start = unsafe { libc::lseek(fd, from, libc::SEEK_DATA) };
+        if start < 0 {
+            return match io::Error::last_os_error() {
+                e if e.raw_os_error() == Some(libc::ENXIO) => Ok(None), // Only a hole follows.
+                _ => Ok(Some((offset, len))),                           // No SEEK_DATA here: all data.
+            };
+        }
+        // SAFETY: as above.
+        let end = unsafe { libc::lseek(fd, start, libc::SEEK_HOLE) };
+        let end = if end < 0 { len } else { (end as u64).min(len) };
+        Ok(Some((start as u64, end.max(start as u64 + 1))))
+    }
+
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut done = 0;
         while done < data.len() {
@@ -111,7 +140,7 @@ impl Storage for FileStorage {
 
     fn reopen(&mut self) -> io::Result<()> {
         let path = self.path.clone().ok_or(io::ErrorKind::Unsupported)?;
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
+        let file = open_regular(&path, true)?.map_err(|kind| io::Error::other(format!("the node's path is now {kind}")))?;
         // The old descriptor's lock goes with it; then the new one is locked for us alone.
         self.file = file;
         self.file.try_lock().map_err(|e| match e {
@@ -136,6 +165,56 @@ fn read_at(f: &File, buf: &mut [u8], off: u64) -> io::Result<usize> {
 #[cfg(windows)]
 fn write_at(f: &File, buf: &[u8], off: u64) -> io::Result<usize> {
     std::os::windows::fs::FileExt::seek_write(f, buf, off)
+}
+
+/// Opens the node file at `path` (for writing too with `write`), or says what else is there
+/// (`Ok(Err("a FIFO"))`, ...). It opens without blocking and checks the open file, so a FIFO
+/// or a device at the path cannot hang the caller (opening a FIFO waits for a writer), and
+/// nothing can be swapped in between a check and the open.
+pub fn open_regular(path: &std::path::Path, write: bool) -> io::Result<Result<File, &'static str>> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true).write(write);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut opts, libc::O_NONBLOCK | libc::O_NOCTTY);
+    let file = match opts.open(path) {
+        Ok(f) => f,
+        // A FIFO opened for writing without a reader, or a device that will not open.
+        #[cfg(unix)]
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENXIO | libc::ENODEV)) => {
+            return Ok(Err(std::fs::metadata(path).map(|m| file_kind(&m)).unwrap_or("not a regular file")));
+        }
+        Err(e) if e.kind() == io::ErrorKind::IsADirectory => return Ok(Err("a folder")),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(Err(file_kind(&meta)));
+    }
+    // O_NONBLOCK means nothing for a regular file's reads and writes; it stays.
+    Ok(Ok(file))
+}
+
+/// What a non-regular file is, in words.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+    }
+    if t.is_dir() {
+        "a folder"
+    } else {
+        "not a regular file"
+    }
 }
 
 /// Copies `buf.len()` bytes at `offset` of `bytes` into `buf`, or fails with `UnexpectedEof`:

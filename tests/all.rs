@@ -10,6 +10,7 @@ mod edit;
 mod editors;
 mod faultinjection;
 mod faults;
+mod hostile;
 mod import;
 mod memory;
 mod mount;

@@ -475,6 +475,12 @@ fn compaction_survives_every_crash(original: &[u8], want: &Snapshot) -> Vec<Call
         let (mut node, rec) = open_recorded(bytes, case);
         let got = Snapshot::of(&node);
         assert!(got == *want, "{case}: {got:?}");
+        // What a crash leaves is never kept from the next save, and, unless a write was torn
+        // (a compaction cut short reads like a save cut short), never reported.
+        assert!(!node.kept_tail(), "{case}: leftovers kept as if no crash could leave them");
+        if !case.contains("torn") {
+            assert_eq!(node.discarded_tail(), None, "{case}: leftovers reported");
+        }
         // The node still works: a save lands (cutting off any remains), and so does compaction.
         node.put(&repo("after"), &secret("crash"), case.as_bytes()).unwrap();
         node.save().unwrap();
@@ -503,7 +509,22 @@ fn describe(call: &Call) -> String {
 
 /// A node whose log is mostly superseded saves (many overwrites of a few secrets), with tags.
 fn overwritten_node(t: &TempNode) -> (Vec<u8>, Snapshot) {
-    let mut node = t.create();
+    overwritten(t.create(), || std::fs::read(&t.path).unwrap())
+}
+
+/// [`overwritten_node`] for a node as the first version 1 writers made it (no required
+/// features: its compactions leave version 1's marker, not the authenticated END frame).
+fn overwritten_v1_node() -> (Vec<u8>, Snapshot) {
+    let (mut header, key) = polykey::format::header::Header::create(&pass(), crate::util::FAST_KDF).unwrap();
+    header.required_features = 0;
+    header.wrap(&pass(), crate::util::FAST_KDF, &key).unwrap();
+    let rec = Recorder::new(&[]);
+    polykey::format::log::write_header(&mut rec.clone(), &mut header, &key).unwrap();
+    let node = Node::open_storage(Path::new("v1.node"), Box::new(rec.clone()), &pass(), Access::Write).unwrap();
+    overwritten(node, || rec.bytes())
+}
+
+fn overwritten(mut node: Node, bytes: impl Fn() -> Vec<u8>) -> (Vec<u8>, Snapshot) {
     let a = repo("a");
     let names = [secret("one"), secret("two"), secret("three")];
     for (i, n) in names.iter().enumerate() {
@@ -521,7 +542,7 @@ fn overwritten_node(t: &TempNode) -> (Vec<u8>, Snapshot) {
     node.save().unwrap();
     let want = Snapshot::of(&node);
     drop(node);
-    (std::fs::read(&t.path).unwrap(), want)
+    (bytes(), want)
 }
 
 /// Compaction that moves the checkpoint to the front and truncates: every crash point opens at
@@ -536,6 +557,21 @@ fn compaction_to_the_front_is_crash_safe_at_every_step() {
     let mut end = original.clone();
     calls.iter().for_each(|c| apply(&mut end, c));
     assert!(end.len() < original.len(), "compaction did not shrink the node");
+}
+
+/// The same for a node of version 1 without features, whose compaction leaves version 1's
+/// marker after the front copy: it still ends the log quietly at every crash point.
+#[test]
+fn compaction_of_a_version_1_node_is_crash_safe_at_every_step() {
+    let (original, want) = overwritten_v1_node();
+    assert_eq!(&original[12..16], &[0; 4], "no required features");
+    let calls = compaction_survives_every_crash(&original, &want);
+    let marker = calls.iter().find_map(|c| match c {
+        Call::Write(_, data) if data.len() == FRAME_HEADER_BYTES => Some(data.clone()),
+        _ => None,
+    });
+    let marker = marker.expect("a marker after the front copy");
+    assert_eq!((marker[4], &marker[12..16], &marker[24..48]), (0, &[0u8; 4][..], &[0u8; 24][..]), "version 1's marker");
 }
 
 /// Compaction right after a compaction: the checkpoint does not fit before itself, so it stays

@@ -667,6 +667,15 @@ impl Build {
         Self::with_header(&header, &key, password)
     }
 
+    /// A new node as version 1 wrote it: no required features, so its compactions leave the
+    /// unauthenticated marker of version 1 (docs/FORMAT.md, "Compaction").
+    fn v1(password: &Passphrase) -> Build {
+        let (mut header, key) = Header::create(password, FAST_KDF).unwrap();
+        header.required_features = 0;
+        header.wrap(password, FAST_KDF, &key).unwrap();
+        Self::with_header(&header, &key, password)
+    }
+
     /// A new node from a header made by the caller (it must wrap a key under `password`).
     fn with_header(header: &Header, key: &polykey::Key, password: &Passphrase) -> Build {
         let mut storage = Recorder::default();
@@ -1073,8 +1082,9 @@ fn build_vectors() -> Vec<Vector> {
     assert_eq!(synced[1][LOG_OFFSET as usize..], base[LOG_OFFSET as usize..]);
 
     // Compaction, crash-safe at every sync. A removed repository leaves dead space, so the
-    // checkpoint is appended, then copied to the front, then the file is cut.
-    let mut c = Build::new(&pass());
+    // checkpoint is appended, then copied to the front, then the file is cut. (A node of
+    // version 1 without features: the marker after the front copy is a bare frame header.)
+    let mut c = Build::v1(&pass());
     c.put("junk", b"a", &filler(1, 2048));
     c.put("junk", b"b", &filler(2, 2048));
     c.put("keep", b"a", b"kept\n");
@@ -1121,6 +1131,7 @@ fn build_vectors() -> Vec<Vector> {
         compacted[..mid].to_vec(),
     );
     out.add("compacted_checkpoint_flipped", DamagedFrame, good, "one bit flipped inside the checkpoint", &live, flip(&compacted, &[mid]));
+    end_marker_vectors(&mut out);
     header_and_frame_vectors(&mut out, &base, &states);
     journal_vectors(&mut out);
     git_vectors(&mut out);
@@ -1205,7 +1216,7 @@ fn header_and_frame_vectors(out: &mut Out, base: &[u8], states: &[(usize, Conten
             "Argon2 time cost u32::MAX (refused before any work)",
             80,
             u32::MAX,
-            "Argon2 time cost 4294967295 is outside 1..=64",
+            "Argon2 time cost 4294967295 is outside 1..=16",
         ),
         ("header_argon2_parallelism_zero", "Argon2 parallelism 0", 84, 0, "Argon2 parallelism 0 is outside 1..=16"),
         ("header_argon2_parallelism_17", "Argon2 parallelism 17", 84, 17, "Argon2 parallelism 17 is outside 1..=16"),
@@ -1214,6 +1225,19 @@ fn header_and_frame_vectors(out: &mut Out, base: &[u8], states: &[(usize, Conten
     ] {
         out.add(name, DamagedHeader, good, &format!("{comment} in both slots"), full, slot_field(at, &le32(value))).says(says);
     }
+    let work = edit_slots(base, |s| {
+        s[76..80].copy_from_slice(&(1u32 << 20).to_le_bytes());
+        s[80..84].copy_from_slice(&5u32.to_le_bytes());
+    });
+    out.add(
+        "header_argon2_work_over_bound",
+        DamagedHeader,
+        good,
+        "Argon2 memory 1 GiB and 5 passes in both slots: each within its bound, together more than 4 GiB x passes (refused before any work)",
+        full,
+        work,
+    )
+    .says("Argon2 memory × time cost 1048576 KiB × 5 is above 4194304 KiB");
     let lanes = edit_slots(base, |s| {
         s[76..80].copy_from_slice(&16u32.to_le_bytes());
         s[84..88].copy_from_slice(&4u32.to_le_bytes());
@@ -1393,12 +1417,13 @@ fn header_and_frame_vectors(out: &mut Out, base: &[u8], states: &[(usize, Conten
     .says(&at3("authentication failed"));
     out.add(
         "frame_epoch_changed",
-        TornTail,
+        DamagedFrame,
         good,
-        "frame 3's epoch 0 -> 7, CRC-32 recomputed: it reads as the remains of an older log, so the node opens at save 2 (a rollback, as the threat model says)",
+        "frame 3's epoch 0 -> 7, CRC-32 recomputed: a newer epoch than the header's where no compaction left one is damage (before, it ended the log silently: a rollback anyone could forge)",
         &states[2].1,
         edit_frame_header(base, f3, |h| h[8..12].copy_from_slice(&7u32.to_le_bytes())),
-    );
+    )
+    .says(&at3("frame of epoch 7 where the log of epoch 0 ends: the header is older than the log"));
     out.add(
         "frame_sequence_changed",
         DamagedFrame,
@@ -2177,6 +2202,90 @@ fn generate_vectors() {
     assert!(failures.is_empty(), "written, but these do not check:\n{}", failures.join("\n"));
 }
 
+/// Compaction on a node with the authenticated end marker (required feature bit 1), and the
+/// forgeries it stops: a frame header anyone can write (it carries only a CRC) or an old
+/// sealed header must never end the log early without a word.
+fn end_marker_vectors(out: &mut Out) {
+    use Expect::*;
+    let good = PASSWORD;
+    let mut a = Build::new(&pass());
+    a.put("junk", b"a", &filler(1, 2048));
+    a.put("junk", b"b", &filler(2, 2048));
+    a.put("keep", b"a", b"kept\n");
+    a.remove_repo("junk");
+    let live = a.model.clone();
+    let before = a.bytes();
+    a.storage.take_synced();
+    a.node.compact().unwrap();
+    let steps = a.storage.take_synced();
+    let names = [
+        (TornTail, "end_marker_crash_1_checkpoint_appended", "checkpoint appended under the next epoch; header not yet moved"),
+        (Success, "end_marker_crash_2_slot_a_at_checkpoint", "slot A points at the appended checkpoint"),
+        (Success, "end_marker_crash_3_slots_at_checkpoint", "both slots point at the appended checkpoint"),
+        (Success, "end_marker_crash_4_copied_to_front", "checkpoint copied to the front, followed by an END frame"),
+        (TornTail, "end_marker_crash_5_slot_a_at_front", "slot A points at the front copy; the END frame ends the log, the rest is a tail"),
+        (
+            TornTail,
+            "end_marker_crash_6_slots_at_front",
+            "both slots point at the front copy; the END frame ends the log, the rest is a tail",
+        ),
+        (Success, "end_marker_compaction_done", "compacted: the file is cut after the front checkpoint"),
+    ];
+    assert_eq!(steps.len(), names.len(), "compaction syncs once per step");
+    let crashed = steps[5].clone();
+    for ((expect, name, comment), bytes) in names.into_iter().zip(steps) {
+        out.add(name, expect, good, &format!("required feature 0x2; compaction stopped after a sync: {comment}"), &live, bytes);
+    }
+    let at = base_end(&crashed);
+    let epoch = u32::from_le_bytes(crashed[48..52].try_into().unwrap());
+    assert_eq!(crashed[at + 4], log::FLAG_END);
+    out.add(
+        "end_marker_tag_flipped",
+        TornTail,
+        good,
+        "end_marker_crash_6_slots_at_front with a bit of the END frame's tag flipped: no end, so what follows reads as a save cut short (reported)",
+        &live,
+        flip(&crashed, &[at + FRAME_HEADER_BYTES + 3]),
+    );
+    let v1_marker = |h: &mut [u8]| {
+        h[4] = 0;
+        h[8..12].copy_from_slice(&(epoch - 1).to_le_bytes());
+        h[12..24].fill(0);
+        h[24..48].fill(0);
+    };
+    out.add(
+        "end_marker_replaced_by_v1_marker",
+        TornTail,
+        good,
+        "end_marker_crash_6_slots_at_front with the version 1 marker (CRC only) in place of the END frame: on this node it is no marker; the bytes from it are ignored but kept (reported; writes refused)",
+        &live,
+        edit_frame_header(&crashed, at, v1_marker),
+    );
+    a.put("keep", b"b", b"after compaction\n");
+    let one = a.model.clone();
+    a.put("keep", b"c", b"and after that\n");
+    let saved = a.bytes();
+    let end = base_end(&saved);
+    out.add(
+        "forged_v1_marker_mid_log",
+        DamagedFrame,
+        good,
+        "a compacted node with two saves after its checkpoint; the first save's frame header replaced by the version 1 marker (CRC only): a save follows, so it is damage, not the end of the log",
+        &one,
+        edit_frame_header(&saved, end, v1_marker),
+    )
+    .says(&format!("damaged at byte {end}: frame of epoch {}", epoch - 1));
+    out.add(
+        "old_header_spliced_after_compaction",
+        DamagedFrame,
+        good,
+        "the header from before the compaction (epoch 0, an empty base) spliced onto the compacted node: the log it names starts with a newer epoch's checkpoint",
+        &one,
+        [&before[..LOG_OFFSET as usize], &saved[LOG_OFFSET as usize..]].concat(),
+    )
+    .says("the header is older than the log");
+}
+
 // ---------------------------------------------------------------------------------------------
 // The format version 1 fixture
 
@@ -2298,3 +2407,56 @@ const V1_PERSONAL_IDS: [&str; 5] = [
     "18fcaacb356e3bd63897a250fba87cfb1611eb8a",
 ];
 const V1_BYTES_IDS: [&str; 1] = ["adf8c7bad11f790fbd06edb64e936500303c0d42"];
+
+// ---------------------------------------------------------------------------------------------
+// The fixture of required feature 0x2 (the authenticated end)
+
+/// The passphrase of `tests/fixtures/v1-end-marker/interrupted-compaction.node`.
+const END_MARKER_PASSWORD: &[u8] = b"polykey end marker fixture";
+
+fn end_marker_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-end-marker/interrupted-compaction.node")
+}
+
+/// Writes the fixture once: a node with required feature 0x2 whose compaction to the front
+/// stopped before its last step, so its file holds the front checkpoint, the END frame, and
+/// the old log's remains after it.
+#[test]
+#[ignore = "writes tests/fixtures/v1-end-marker/interrupted-compaction.node if it is missing"]
+fn generate_end_marker_fixture() {
+    let path = end_marker_fixture();
+    assert!(!path.exists(), "{} exists; fixtures are written once and never regenerated", path.display());
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let pw = Passphrase::new(END_MARKER_PASSWORD.to_vec());
+    let mut b = Build::new(&pw);
+    b.put("old", b"x", &filler(3, 2048));
+    b.put("web", b"token", b"s3cret\n");
+    b.put("web", b"token", b"s3cret-2\n");
+    b.tag("t", "tok", "web", "token");
+    b.remove_repo("old");
+    b.storage.take_synced();
+    b.node.compact().unwrap();
+    let steps = b.storage.take_synced();
+    // After both header slots name the front copy, before the file is cut after it.
+    std::fs::write(&path, &steps[5]).unwrap();
+}
+
+#[test]
+fn end_marker_fixture_opens_silently_at_its_content() {
+    let path = end_marker_fixture();
+    let before = std::fs::read(&path).unwrap();
+    assert_eq!(&before[12..16], &0x2u32.to_le_bytes(), "required feature 0x2");
+    let node = Node::open(&path, &Passphrase::new(END_MARKER_PASSWORD.to_vec()), Access::Read).unwrap();
+    let end = base_end(&before);
+    assert_eq!(node.file_len(), end as u64, "the log ends where the checkpoint does");
+    assert_eq!(before[end + 4], log::FLAG_END, "an END frame follows it");
+    assert!(before.len() > end + 68, "the old log's remains follow the END frame");
+    assert_eq!((node.discarded_tail(), node.kept_tail()), (None, false), "a compaction's remains are not reported");
+    let mut want = Content::default();
+    want.secrets.insert((b"web".to_vec(), b"token".to_vec()), b"s3cret-2\n".to_vec());
+    want.tags.insert((b"t".to_vec(), b"tok".to_vec()), (b"web".to_vec(), b"token".to_vec()));
+    assert_eq!(Content::of(&node).unwrap(), want);
+    let messages: Vec<String> = node.log(&name(NameKind::Repo, b"web"), None).unwrap().into_iter().map(|e| e.message).collect();
+    assert_eq!(messages, ["Update token", "Add token"]);
+    assert!(crate::util::unchanged(&path, &before), "reading the fixture wrote to it");
+}

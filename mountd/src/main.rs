@@ -110,13 +110,16 @@ pub fn open_node(args: &Args) -> Result<(polykey::Node, PathBuf, Option<String>)
     std::io::stdin().read_to_end(&mut pass).map_err(|e| format!("cannot read the passphrase: {e}"))?;
     let pass = polykey::Passphrase::new(std::mem::take(&mut *pass));
     let node_path = std::fs::canonicalize(&args.node).map_err(|e| format!("node {}: {e}", args.node.display()))?;
-    let node = polykey::Node::open(&node_path, &pass, polykey::Access::Write).map_err(|e| e.to_string())?;
+    let mut node = polykey::Node::open(&node_path, &pass, polykey::Access::Write).map_err(|e| e.to_string())?;
     drop(pass);
     if args.accept_rollback {
         polykey::rollback::accept(&node);
+        node.allow_cutting_tail();
     } else {
         polykey::rollback::check_and_record(&node).map_err(|e| e.to_string())?;
     }
+    // A mount that could never write: refused now, not at the first save.
+    node.writable().map_err(|e| e.to_string())?;
     let note = node
         .discarded_tail()
         .map(|(offset, what)| format!("the last save (from byte {offset}) was cut short or damaged ({what}) and is ignored"));

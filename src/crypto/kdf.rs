@@ -15,8 +15,12 @@ pub const DEFAULT_PARALLELISM: u32 = 1;
 pub const MAX_MEMORY_KIB: u32 = 1024 * 1024;
 /// Smallest memory cost accepted at all (tests use it; users should not).
 pub const MIN_MEMORY_KIB: u32 = 8;
-/// Largest time cost accepted when opening.
-pub const MAX_TIME_COST: u32 = 64;
+/// Largest time cost accepted when opening (the default is 3).
+pub const MAX_TIME_COST: u32 = 16;
+/// Largest memory × passes accepted when opening, in KiB (4 GiB: 1 GiB × 4 passes, about 21
+/// times the default's work). Each bound alone would still let a crafted header ask for
+/// 1 GiB × 16 passes, minutes of work before "wrong passphrase".
+pub const MAX_MEMORY_TIME_KIB: u64 = 4 << 20;
 /// Largest parallelism accepted when opening.
 pub const MAX_PARALLELISM: u32 = 16;
 /// Salt length in bytes.
@@ -52,6 +56,13 @@ impl KdfParams {
         if !(min..=MAX_MEMORY_KIB).contains(&self.memory_kib) {
             return Err(format!("Argon2 memory {} KiB is outside {min}..={MAX_MEMORY_KIB} KiB", self.memory_kib));
         }
+        let work = u64::from(self.memory_kib) * u64::from(self.time_cost);
+        if work > MAX_MEMORY_TIME_KIB {
+            return Err(format!(
+                "Argon2 memory × time cost {} KiB × {} is above {MAX_MEMORY_TIME_KIB} KiB",
+                self.memory_kib, self.time_cost
+            ));
+        }
         Ok(())
     }
 
@@ -79,6 +90,14 @@ mod tests {
         assert!(KdfParams { time_cost: 1000, ..ok }.check().is_err());
         assert!(KdfParams { parallelism: 0, ..ok }.check().is_err());
         assert!(KdfParams { memory_kib: 8, parallelism: 2, ..ok }.check().is_err());
+        // The largest of each alone is too much together: minutes of work per attempt.
+        assert!(KdfParams { memory_kib: MAX_MEMORY_KIB, time_cost: 64, parallelism: 1 }.check().is_err());
+        assert!(KdfParams { memory_kib: MAX_MEMORY_KIB, time_cost: 5, parallelism: 1 }.check().is_err());
+        assert!(KdfParams { memory_kib: 64 * 1024, time_cost: 17, parallelism: 1 }.check().is_err());
+        // The largest accepted, and the defaults.
+        assert!(KdfParams { memory_kib: MAX_MEMORY_KIB, time_cost: 4, parallelism: 1 }.check().is_ok());
+        assert!(KdfParams { memory_kib: 256 * 1024, time_cost: 16, parallelism: 1 }.check().is_ok());
+        assert!(KdfParams::default().check().is_ok());
     }
 
     #[test]

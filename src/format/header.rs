@@ -15,8 +15,11 @@ pub const LOG_OFFSET: u64 = 2 * SLOT_BYTES as u64;
 pub const MAGIC: &[u8; 8] = b"POLYKEY\0";
 /// The format version this code writes and reads.
 pub const VERSION: u16 = 1;
-/// Required feature flags this build understands (none yet): any other bit is refused.
-pub const KNOWN_REQUIRED_FEATURES: u32 = 0;
+/// Required feature bit 1: the log's end after a compaction is an authenticated END frame,
+/// and the unauthenticated marker of version 1 is refused (docs/FORMAT.md, "Compaction").
+pub const FEATURE_AUTHENTICATED_END: u32 = 0x2;
+/// Required feature flags this build understands: any other bit is refused.
+pub const KNOWN_REQUIRED_FEATURES: u32 = FEATURE_AUTHENTICATED_END;
 /// KDF identifier: Argon2id, version 0x13.
 pub const KDF_ARGON2ID: u8 = 1;
 
@@ -88,7 +91,9 @@ impl Header {
         let data_key = Key::random()?;
         let mut h = Header {
             version: VERSION,
-            required_features: 0,
+            // Set here and at a passphrase change, which re-wrap the key: the features are
+            // bound into the key wrap, so a compaction (which has no passphrase) cannot.
+            required_features: FEATURE_AUTHENTICATED_END,
             optional_features: 0,
             node_id,
             generation: 1,
@@ -121,9 +126,13 @@ impl Header {
 
     /// Unwraps the data key with `pass`.
     pub fn unwrap_key(&self, pass: &Passphrase) -> Result<Key, HeaderError> {
-        let kek = self.kdf.derive(pass, &self.salt);
+        self.unwrap_with(&self.kdf.derive(pass, &self.salt))
+    }
+
+    /// Unwraps the data key with a key-encryption key derived for this header's KDF settings.
+    fn unwrap_with(&self, kek: &Key) -> Result<Key, HeaderError> {
         let mut buf = zeroize::Zeroizing::new(self.wrapped_key.to_vec());
-        if !aead::open(&kek, &self.wrap_nonce, &self.wrap_aad(), &mut buf) {
+        if !aead::open(kek, &self.wrap_nonce, &self.wrap_aad(), &mut buf) {
             return Err(HeaderError::WrongPassphrase);
         }
         let mut key = Key([0; 32]);
@@ -271,10 +280,28 @@ impl Header {
     /// Opens the header of `file` with `pass`: the newest intact copy that unwraps and whose
     /// seal holds. Returns it, the data key, and whether both copies were intact and equal.
     pub fn open(file: &[u8], pass: &Passphrase) -> Result<(Header, Key, bool), HeaderError> {
+        Self::open_deriving(file, &mut |kdf, salt| kdf.derive(pass, salt))
+    }
+
+    /// [`Header::open`] with the key derivation given: it is called once per distinct KDF
+    /// settings and salt, so two copies that ask for the same (a crafted header differing only
+    /// in its log pointers, an interrupted compaction) cost one derivation, not two.
+    fn open_deriving(
+        file: &[u8],
+        derive: &mut dyn FnMut(&kdf::KdfParams, &[u8; kdf::SALT_BYTES]) -> Key,
+    ) -> Result<(Header, Key, bool), HeaderError> {
         let (candidates, both) = Self::decode(file)?;
         let mut err = HeaderError::WrongPassphrase;
+        let mut derived: Vec<(kdf::KdfParams, [u8; kdf::SALT_BYTES], Key)> = Vec::new();
         for h in candidates {
-            match h.unwrap_key(pass) {
+            let i = match derived.iter().position(|(p, s, _)| *p == h.kdf && *s == h.salt) {
+                Some(i) => i,
+                None => {
+                    derived.push((h.kdf, h.salt, derive(&h.kdf, &h.salt)));
+                    derived.len() - 1
+                }
+            };
+            match h.unwrap_with(&derived[i].2) {
                 Ok(key) if h.verify_seal(&key) => return Ok((h, key, both)),
                 Ok(_) => err = HeaderError::Damaged("header seal does not verify (tampered log pointers?)".into()),
                 Err(e) => {
@@ -352,6 +379,41 @@ mod tests {
         t.log_start += 52;
         t.base_end = t.log_start;
         assert!(matches!(Header::open(&file(&t), &pw), Err(HeaderError::Damaged(_))));
+    }
+
+    #[test]
+    fn copies_asking_for_the_same_settings_and_salt_cost_one_derivation() {
+        let pw = Passphrase::new(b"pw".to_vec());
+        let (h, key) = Header::create(&pw, fast()).unwrap();
+        // Slot A differs from slot B only in its sealed fields, as after an interrupted
+        // compaction (or in a crafted header): both are tried, the KEK is derived once.
+        let mut a = h.clone();
+        a.generation += 1;
+        a.log_start += 52;
+        a.base_end = a.log_start;
+        a.seal(&key).unwrap();
+        let f = [a.encode(), h.encode()].concat();
+        let count = |pass: &Passphrase| {
+            let mut n = 0;
+            let r = Header::open_deriving(&f, &mut |kdf, salt| {
+                n += 1;
+                kdf.derive(pass, salt)
+            });
+            (r.map(|(h, _, _)| h), n)
+        };
+        assert_eq!(count(&Passphrase::new(b"wrong".to_vec())), (Err(HeaderError::WrongPassphrase), 1));
+        assert_eq!(count(&pw), (Ok(a.clone()), 1));
+        // Different salts (an interrupted passphrase change) need one derivation each.
+        let mut b = h.clone();
+        b.wrap(&pw, fast(), &key).unwrap();
+        b.seal(&key).unwrap();
+        let f = [a.encode(), b.encode()].concat();
+        let mut n = 0;
+        let r = Header::open_deriving(&f, &mut |kdf, salt| {
+            n += 1;
+            kdf.derive(&Passphrase::new(b"wrong".to_vec()), salt)
+        });
+        assert_eq!((r.err(), n), (Some(HeaderError::WrongPassphrase), 2));
     }
 
     #[test]

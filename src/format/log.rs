@@ -5,7 +5,7 @@
 //! transactions only. The rules that tell a torn tail (a save cut short: the node opens at its
 //! last complete state) from damage (an error) are in docs/FORMAT.md, "Reading the log".
 
-use super::header::{Header, SLOT_BYTES};
+use super::header::{Header, FEATURE_AUTHENTICATED_END, SLOT_BYTES};
 use crate::crypto::aead;
 use crate::secret::Key;
 use crate::storage::Storage;
@@ -24,6 +24,12 @@ pub const FLAG_RESET: u8 = 2;
 /// The frame continues a transaction begun by an earlier frame. Readers use it only to tell a
 /// save cut short from damage (see `valid_frame_after`); older writers may not have set it.
 pub const FLAG_CONTINUES: u8 = 4;
+/// The frame ends the log: what follows it is the remains of the log before a compaction. Only
+/// on nodes with [`FEATURE_AUTHENTICATED_END`](super::header::FEATURE_AUTHENTICATED_END), whose
+/// compactions leave this authenticated frame where v1 left a marker anyone could forge.
+pub const FLAG_END: u8 = 8;
+/// Bytes of the end marker a compaction leaves: an empty frame.
+const END_MARKER_BYTES: u64 = (FRAME_HEADER_BYTES + aead::TAG_BYTES) as u64;
 /// Largest plaintext the writer puts in one frame.
 pub const MAX_FRAME_PLAINTEXT: usize = 4 << 20;
 /// Largest ciphertext a reader accepts in one frame (bounds allocation on hostile input).
@@ -72,6 +78,9 @@ pub struct Replayed {
     /// A save that was cut short or damaged at the end of the log, ignored: where it starts
     /// and why. (The remains of an interrupted compaction are not reported.)
     pub discarded: Option<Damage>,
+    /// The ignored bytes are not something a crash leaves (a frame header of an older epoch
+    /// where no compaction put one): they may hide saves, so no write may cut them off.
+    pub keep_tail: bool,
 }
 
 struct FrameHeader {
@@ -96,14 +105,11 @@ impl FrameHeader {
         b
     }
 
-    /// `None` if the magic, checksum or reserved bits are wrong.
-    fn decode(b: &[u8]) -> Option<FrameHeader> {
+    /// `None` if the magic, checksum or reserved bits are wrong, or a flag is set that the
+    /// node's header does not allow (see [`known_flags`]).
+    fn decode(b: &[u8], flags: u8) -> Option<FrameHeader> {
         let crc = u32::from_le_bytes(b[48..52].try_into().ok()?);
-        if &b[0..4] != FRAME_MAGIC
-            || crc32fast::hash(&b[..48]) != crc
-            || b[5..8] != [0; 3]
-            || b[4] & !(FLAG_COMMIT | FLAG_RESET | FLAG_CONTINUES) != 0
-        {
+        if &b[0..4] != FRAME_MAGIC || crc32fast::hash(&b[..48]) != crc || b[5..8] != [0; 3] || b[4] & !flags != 0 {
             return None;
         }
         Some(FrameHeader {
@@ -114,6 +120,12 @@ impl FrameHeader {
             nonce: b[24..48].try_into().ok()?,
         })
     }
+}
+
+/// The frame flags a node with `header` may use.
+fn known_flags(header: &Header) -> u8 {
+    let end = if header.required_features & FEATURE_AUTHENTICATED_END != 0 { FLAG_END } else { 0 };
+    FLAG_COMMIT | FLAG_RESET | FLAG_CONTINUES | end
 }
 
 /// A frame's associated data: the node's id, the frame header, and the frame's offset, so a
@@ -170,33 +182,160 @@ pub enum ReplayError {
 
 /// Positional reads of the node file: `read(offset, buf)` fills `buf` or fails.
 type ReadAt<'a> = &'a dyn Fn(u64, &mut [u8]) -> io::Result<()>;
+/// The next run of data at or after an offset, skipping holes (see [`Storage::data_after`]).
+type DataAt<'a> = &'a dyn Fn(u64) -> io::Result<Option<(u64, u64)>>;
 
 /// Bytes `valid_frame_after` reads at a time.
 const SCAN_CHUNK: usize = 1 << 20;
 
-/// Whether a frame header of the current epoch with a sequence number of at least `seq`,
-/// beginning a transaction, starts anywhere after `from`: then a failure at `from` is damage
-/// inside the log, not the end of a save that was cut short. (Later frames of the failing
-/// save itself prove nothing: a power cut can land a save's last frame but not its first.)
-/// Reads the rest of the file a chunk at a time, chunks overlapping by a frame header less
-/// one byte so that every offset is tried.
-fn valid_frame_after(read: ReadAt<'_>, eof: u64, header: &Header, from: u64, seq: u64) -> io::Result<bool> {
+/// Whether a frame header that begins a transaction of the log starts anywhere after `from`:
+/// one of the current epoch with a sequence number of at least `seq`, or the first frame of a
+/// checkpoint of the next epoch (a compaction's). Then a failure at `from` is damage inside
+/// the log, not the end of a save that was cut short. (Later frames of the failing save
+/// itself prove nothing: a power cut can land a save's last frame but not its first.)
+///
+/// Reads the data of the rest of the file a chunk at a time, chunks overlapping by a frame
+/// header less one byte so that every offset is tried, and skips holes: a frame header
+/// begins with "PKFR", never with the zeros a hole reads as, so a sparse tail costs what its
+/// data costs, not its length.
+fn valid_frame_after(read: ReadAt<'_>, data: DataAt<'_>, eof: u64, header: &Header, from: u64, seq: u64) -> io::Result<bool> {
     let hb = FRAME_HEADER_BYTES as u64;
+    let flags = known_flags(header);
+    let next = header.epoch.wrapping_add(1);
+    let begins = |fh: FrameHeader| {
+        (fh.epoch == header.epoch && fh.seq >= seq && fh.flags & FLAG_CONTINUES == 0)
+            || (fh.epoch == next && fh.seq == 0 && fh.flags & FLAG_RESET != 0)
+    };
     let mut start = from + 1;
     let mut buf = vec![0u8; SCAN_CHUNK + FRAME_HEADER_BYTES - 1];
     while start + hb <= eof {
-        let n = (eof - start).min(buf.len() as u64) as usize;
-        read(start, &mut buf[..n])?;
-        let found = buf[..n].windows(FRAME_HEADER_BYTES).any(|w| {
-            w.starts_with(FRAME_MAGIC)
-                && FrameHeader::decode(w).is_some_and(|fh| fh.epoch == header.epoch && fh.seq >= seq && fh.flags & FLAG_CONTINUES == 0)
-        });
-        if found {
-            return Ok(true);
+        let Some((run, run_end)) = data(start)? else { return Ok(false) };
+        let (mut at, run_end) = (run.max(start), run_end.min(eof));
+        // Headers that begin in at..run_end; the last ones read on into what follows.
+        while at < run_end && at + hb <= eof {
+            let starts = (run_end - at).min(SCAN_CHUNK as u64);
+            let n = (starts + hb - 1).min(eof - at) as usize;
+            read(at, &mut buf[..n])?;
+            if buf[..n].windows(FRAME_HEADER_BYTES).any(|w| w.starts_with(FRAME_MAGIC) && FrameHeader::decode(w, flags).is_some_and(begins))
+            {
+                return Ok(true);
+            }
+            at += starts;
         }
-        start += (n - (FRAME_HEADER_BYTES - 1)) as u64;
+        start = run_end.max(start + 1);
     }
     Ok(false)
+}
+
+/// What ends the log at a frame of another epoch than the header's.
+enum OtherEpoch {
+    /// What an interrupted compaction leaves: ignored, not reported, cut off by the next write.
+    Leftover,
+    /// Ignored and reported, like a save cut short; cut off by the next write.
+    CutShort(Damage),
+    /// Ignored and reported; no write may cut it off (it may hide saves).
+    Kept(Damage),
+}
+
+/// Whether `hb` is the marker of a version 1 compaction (docs/FORMAT.md, "Compaction"):
+/// a frame header of the epoch before the header's, flags 0, `len` 0, `seq` 0, zero nonce.
+fn is_v1_marker(hb: &[u8; FRAME_HEADER_BYTES], fh: &FrameHeader, header: &Header) -> bool {
+    header.epoch >= 2 && fh.epoch == header.epoch - 1 && fh.flags == 0 && fh.len == 0 && fh.seq == 0 && hb[24..48] == [0; 24]
+}
+
+/// The frame of epoch `fh.epoch` at `at`, where the log of `header` ends (no transaction is
+/// pending): the remains of an interrupted compaction, a compaction cut short, or something
+/// no crash leaves (damage, or bytes kept). See docs/FORMAT.md, "Reading the log".
+#[allow(clippy::too_many_arguments)] // The file, the node, and where and what the frame is.
+fn other_epoch(
+    read: ReadAt<'_>,
+    data: DataAt<'_>,
+    eof: u64,
+    header: &Header,
+    key: &Key,
+    at: u64,
+    seq: u64,
+    hb: &[u8; FRAME_HEADER_BYTES],
+    fh: &FrameHeader,
+) -> Result<OtherEpoch, ReplayError> {
+    let damage = |offset: u64, what: String| ReplayError::Damaged(Damage { offset, what });
+    let what = format!("frame of epoch {} where the log of epoch {} ends", fh.epoch, header.epoch);
+    let after = |from: u64, seq: u64| valid_frame_after(read, data, eof, header, from, seq).map_err(ReplayError::Io);
+    if fh.epoch == header.epoch.wrapping_add(1) && fh.seq == 0 && fh.flags & FLAG_RESET != 0 {
+        return next_epoch_checkpoint(read, data, eof, header, key, at);
+    }
+    let v1 = header.required_features & FEATURE_AUTHENTICATED_END == 0;
+    if v1 && at == header.base_end && is_v1_marker(hb, fh, header) {
+        if after(at, seq)? {
+            return Err(damage(at, "frames of the log after a compaction marker".into()));
+        }
+        return Ok(OtherEpoch::Leftover);
+    }
+    if fh.epoch > header.epoch {
+        // No crash leaves a newer epoch here but the start of a compaction's checkpoint: the
+        // header is older than the log (an old copy of it put back?).
+        return Err(damage(at, format!("{what}: the header is older than the log")));
+    }
+    if after(at, seq)? {
+        return Err(damage(at, what));
+    }
+    Ok(OtherEpoch::Kept(Damage { offset: at, what: format!("{what}, not left by a compaction") }))
+}
+
+/// The checkpoint of the next epoch at `at`, where the log ends: a compaction that stopped
+/// before it moved the header (step 1). It is the remains of one if its frames authenticate
+/// and it runs to the end of the file (or is cut by it after its first frame); a compaction
+/// cut short (reported) if its first frame runs past the end of the file, or a frame of it
+/// does not authenticate and nothing of the log follows; anything else is damage.
+fn next_epoch_checkpoint(
+    read: ReadAt<'_>,
+    data: DataAt<'_>,
+    eof: u64,
+    header: &Header,
+    key: &Key,
+    at: u64,
+) -> Result<OtherEpoch, ReplayError> {
+    let epoch = header.epoch.wrapping_add(1);
+    let flags = known_flags(header);
+    let what =
+        |s: &str| Damage { offset: at, what: format!("checkpoint of epoch {epoch} where the log of epoch {} ends: {s}", header.epoch) };
+    let (mut p, mut seq) = (at, 0u64);
+    let mut buf = Zeroizing::new(Vec::new());
+    let failed = loop {
+        if eof - p < FRAME_HEADER_BYTES as u64 {
+            break None; // Cut inside a frame header, or at a frame's end.
+        }
+        let mut hb = [0u8; FRAME_HEADER_BYTES];
+        read(p, &mut hb).map_err(ReplayError::Io)?;
+        let Some(fh) = FrameHeader::decode(&hb, flags) else { break Some(p) };
+        if fh.epoch != epoch || fh.seq != seq || fh.len > MAX_FRAME_CIPHERTEXT || (fh.len as usize) < aead::TAG_BYTES {
+            break Some(p);
+        }
+        let end = p + FRAME_HEADER_BYTES as u64 + u64::from(fh.len);
+        if end > eof {
+            break None; // Cut inside a frame.
+        }
+        let len = fh.len as usize;
+        ensure_len(&mut buf, len);
+        read(p + FRAME_HEADER_BYTES as u64, &mut buf[..len]).map_err(ReplayError::Io)?;
+        if aead::open_in_place(key, &fh.nonce, &aad(&header.node_id, &hb, p), &mut buf[..len]).is_none() {
+            break Some(p);
+        }
+        (p, seq) = (end, seq + 1);
+        if fh.flags & FLAG_COMMIT != 0 {
+            // A compaction appends its checkpoint after cutting the file where the log ends.
+            if p != eof {
+                return Err(ReplayError::Damaged(what("more follows it (an old header?)")));
+            }
+            break None;
+        }
+    };
+    match failed {
+        None if p > at => Ok(OtherEpoch::Leftover),
+        None => Ok(OtherEpoch::CutShort(what("compaction cut short"))),
+        Some(f) if valid_frame_after(read, data, eof, header, f, 0).map_err(ReplayError::Io)? => Err(ReplayError::Damaged(what("damaged"))),
+        Some(_) => Ok(OtherEpoch::CutShort(what("compaction cut short"))),
+    }
 }
 
 /// Makes `buf` at least `len` bytes long without a reallocation that would leave a copy of
@@ -231,8 +370,9 @@ pub fn replay(file: &[u8], header: &Header, key: &Key, apply: impl FnMut(Transac
     }
     let read = |offset: u64, buf: &mut [u8]| crate::storage::copy_out(file, offset, buf);
     let eof = file.len() as u64;
+    let data = |offset: u64| Ok((offset < eof).then_some((offset, eof)));
     let ahead = read_ahead_for(header, eof);
-    replay_with(&read, eof, header, key, &mut Whole(None, apply), ahead).map_err(|e| match e {
+    replay_with(&read, &data, eof, header, key, &mut Whole(None, apply), ahead).map_err(|e| match e {
         ReplayError::Damaged(d) => d,
         ReplayError::Io(e) => Damage { offset: 0, what: format!("cannot read: {e}") },
     })
@@ -243,7 +383,8 @@ pub fn replay(file: &[u8], header: &Header, key: &Key, apply: impl FnMut(Transac
 pub fn replay_storage(storage: &dyn Storage, header: &Header, key: &Key, sink: &mut dyn Sink) -> Result<Replayed, ReplayError> {
     let eof = storage.len().map_err(ReplayError::Io)?;
     let read = |offset: u64, buf: &mut [u8]| storage.read_exact_at(offset, buf);
-    replay_with(&read, eof, header, key, sink, read_ahead_for(header, eof))
+    let data = |offset: u64| storage.data_after(offset);
+    replay_with(&read, &data, eof, header, key, sink, read_ahead_for(header, eof))
 }
 
 /// Logs at least this long are replayed with a second thread decrypting ahead of the replay.
@@ -387,6 +528,7 @@ struct Reader<'a> {
 /// gets there). Every buffer is wiped as it drops, wherever it is when the replay stops.
 struct Frames<'a> {
     read: ReadAt<'a>,
+    data: DataAt<'a>,
     eof: u64,
     header: &'a Header,
     key: &'a Key,
@@ -420,8 +562,8 @@ impl Drop for Frames<'_> {
 
 impl<'a> Frames<'a> {
     /// Frames read and decrypted as the replay asks for them.
-    fn new(read: ReadAt<'a>, eof: u64, header: &'a Header, key: &'a Key) -> Self {
-        Frames { read, eof, header, key, ahead: None, current: Zeroizing::default(), spare: Vec::new() }
+    fn new(read: ReadAt<'a>, data: DataAt<'a>, eof: u64, header: &'a Header, key: &'a Key) -> Self {
+        Frames { read, data, eof, header, key, ahead: None, current: Zeroizing::default(), spare: Vec::new() }
     }
 
     /// Reads up to `budget` bytes ahead, decrypted by a thread of `scope` too (unless no
@@ -534,7 +676,7 @@ impl<'a> Frames<'a> {
                 return;
             }
             // The replay's own checks, which a frame must pass to be decrypted.
-            let Some(fh) = FrameHeader::decode(&hb) else { return };
+            let Some(fh) = FrameHeader::decode(&hb, known_flags(header)) else { return };
             let end = at + FRAME_HEADER_BYTES as u64 + u64::from(fh.len);
             if fh.epoch != header.epoch
                 || fh.seq != seq
@@ -576,7 +718,7 @@ fn reread(read: ReadAt<'_>, header: &Header, key: &Key, from: u64, to: u64) -> i
     while at < to {
         let mut hb = [0u8; FRAME_HEADER_BYTES];
         read(at, &mut hb)?;
-        let fh = FrameHeader::decode(&hb).ok_or_else(changed)?;
+        let fh = FrameHeader::decode(&hb, known_flags(header)).ok_or_else(changed)?;
         let end = at + FRAME_HEADER_BYTES as u64 + u64::from(fh.len);
         if end > to || (fh.len as usize) < aead::TAG_BYTES {
             return Err(changed());
@@ -597,6 +739,7 @@ fn reread(read: ReadAt<'_>, header: &Header, key: &Key, from: u64, to: u64) -> i
 /// each frame is read and decrypted as the replay comes to it.
 fn replay_with(
     read: ReadAt<'_>,
+    data: DataAt<'_>,
     eof: u64,
     header: &Header,
     key: &Key,
@@ -604,11 +747,11 @@ fn replay_with(
     ahead: Option<usize>,
 ) -> Result<Replayed, ReplayError> {
     match ahead {
-        None => replay_frames(&mut Frames::new(read, eof, header, key), sink),
+        None => replay_frames(&mut Frames::new(read, data, eof, header, key), sink),
         Some(budget) => {
             let pool = Pool::default();
             std::thread::scope(|scope| {
-                let mut frames = Frames::new(read, eof, header, key);
+                let mut frames = Frames::new(read, data, eof, header, key);
                 frames.read_ahead_with(scope, &pool, budget);
                 replay_frames(&mut frames, sink)
             })
@@ -619,7 +762,7 @@ fn replay_with(
 /// The loop of [`replay_with`], taking its frames from `frames` (which may read and decrypt
 /// ahead; nothing it finds there takes effect before this loop gets to it).
 fn replay_frames(frames: &mut Frames<'_>, sink: &mut dyn Sink) -> Result<Replayed, ReplayError> {
-    let (read, eof, header, key) = (frames.read, frames.eof, frames.header, frames.key);
+    let (read, data, eof, header, key) = (frames.read, frames.data, frames.eof, frames.header, frames.key);
     let damage = |offset: u64, what: &str| Damage { offset, what: what.to_owned() };
     if header.base_end > eof {
         return Err(ReplayError::Damaged(damage(eof, "file is shorter than its last checkpoint (truncated)")));
@@ -632,10 +775,11 @@ fn replay_frames(frames: &mut Frames<'_>, sink: &mut dyn Sink) -> Result<Replaye
     let mut pending: Option<(u64, bool)> = None;
     let mut has_tail = false;
     let mut discarded = None;
+    let mut keep_tail = false;
     // A failure in the base region, or followed by a valid frame, is damage; otherwise it is
     // the end of a save that was cut short (zeros or stale bytes after a power cut included).
     let tail_or_damage = |at: u64, seq: u64, what: &str| -> Result<Option<Damage>, ReplayError> {
-        if at < header.base_end || valid_frame_after(read, eof, header, at, seq).map_err(ReplayError::Io)? {
+        if at < header.base_end || valid_frame_after(read, data, eof, header, at, seq).map_err(ReplayError::Io)? {
             return Err(ReplayError::Damaged(damage(at, what)));
         }
         Ok(Some(damage(at, what)))
@@ -654,7 +798,7 @@ fn replay_frames(frames: &mut Frames<'_>, sink: &mut dyn Sink) -> Result<Replaye
             break;
         }
         let hb = frames.header(at, seq).map_err(ReplayError::Io)?;
-        let Some(fh) = FrameHeader::decode(&hb) else {
+        let Some(fh) = FrameHeader::decode(&hb, known_flags(header)) else {
             discarded = tail_or_damage(at, seq, "frame header checksum mismatch")?;
             break;
         };
@@ -662,7 +806,15 @@ fn replay_frames(frames: &mut Frames<'_>, sink: &mut dyn Sink) -> Result<Replaye
             if in_base {
                 return Err(ReplayError::Damaged(damage(at, "frame from another epoch inside a checkpoint")));
             }
-            has_tail = true; // Remains of the log before the last compaction.
+            if pending.is_some() {
+                discarded = tail_or_damage(at, seq, "frame from another epoch inside a save")?;
+                break;
+            }
+            match other_epoch(read, data, eof, header, key, at, seq, &hb, &fh)? {
+                OtherEpoch::Leftover => has_tail = true, // What an interrupted compaction leaves.
+                OtherEpoch::CutShort(d) => discarded = Some(d),
+                OtherEpoch::Kept(d) => (discarded, keep_tail) = (Some(d), true),
+            }
             break;
         }
         if fh.seq != seq {
@@ -687,6 +839,17 @@ fn replay_frames(frames: &mut Frames<'_>, sink: &mut dyn Sink) -> Result<Replaye
             discarded = tail_or_damage(at, seq + 1, "authentication failed")?;
             break;
         };
+        if fh.flags & FLAG_END != 0 {
+            // The authenticated end a compaction leaves: what follows is the old log's remains.
+            if in_base || pending.is_some() || n != 0 || fh.flags != FLAG_END {
+                return Err(ReplayError::Damaged(damage(at, "misplaced end marker")));
+            }
+            if valid_frame_after(read, data, eof, header, at, seq + 1).map_err(ReplayError::Io)? {
+                return Err(ReplayError::Damaged(damage(at, "frames of the log after its end marker")));
+            }
+            has_tail = true;
+            break;
+        }
         // The RESET flag is taken from a transaction's first frame only.
         let first = pending.is_none();
         let (txn_offset, reset) = *pending.get_or_insert((at, fh.flags & FLAG_RESET != 0));
@@ -719,6 +882,7 @@ fn replay_frames(frames: &mut Frames<'_>, sink: &mut dyn Sink) -> Result<Replaye
         position: Position { epoch: header.epoch, next_seq: committed_seq, end: committed },
         has_tail: has_tail || committed < eof,
         discarded,
+        keep_tail,
     })
 }
 
@@ -921,16 +1085,25 @@ fn compact_with(
     tail_pos.next_seq = c_frames;
     *pos = tail_pos;
     // 3. If the checkpoint fits in the dead space before it, move it to the front, followed by
-    //    a marker frame header of the old epoch that ends the log if we stop before truncating.
-    //    The copy has the same length (frames depend only on the plaintext's length); it is
-    //    never written past the live checkpoint all the same.
+    //    a marker that ends the log if we stop before truncating: an empty frame flagged END,
+    //    sealed under the data key like any frame, which nobody can forge to end the log
+    //    early (on a node of version 1 without the feature, whose passphrase this cannot
+    //    re-wrap: the frame header of the old epoch that version 1 reads). The copy has the
+    //    same length (frames depend only on the plaintext's length); it is never written past
+    //    the live checkpoint all the same.
+    let authenticated = header.required_features & FEATURE_AUTHENTICATED_END != 0;
     let front_pos = Position { epoch: header.epoch.wrapping_add(1), next_seq: 0, end: front };
-    let room = header.log_start - FRAME_HEADER_BYTES as u64;
+    let room = header.log_start - if authenticated { END_MARKER_BYTES } else { FRAME_HEADER_BYTES as u64 };
     if front + c_len > room {
         return Ok(pos.end);
     }
     let (c2_len, c2_frames) = write_transaction(storage, header, key, front_pos, room, true, chunk, produce)?;
-    let marker = FrameHeader { flags: 0, epoch: header.epoch, len: 0, seq: 0, nonce: [0; aead::NONCE_BYTES] }.encode();
+    let mut marker = Vec::new();
+    if authenticated {
+        seal_frame(header, key, FLAG_END, front_pos.epoch, c2_frames, front + c2_len, &[], &mut marker)?;
+    } else {
+        marker.extend(FrameHeader { flags: 0, epoch: header.epoch, len: 0, seq: 0, nonce: [0; aead::NONCE_BYTES] }.encode());
+    }
     storage.write_at(front + c2_len, &marker)?;
     storage.sync()?;
     // 4. Point the header at the front copy.
@@ -1015,7 +1188,9 @@ mod tests {
             }
             crate::storage::copy_out(file, offset, buf)
         };
-        let r = replay_with(&read, file.len() as u64, header, key, sink, ahead);
+        let eof = file.len() as u64;
+        let data = |offset: u64| Ok((offset < eof).then_some((offset, eof)));
+        let r = replay_with(&read, &data, eof, header, key, sink, ahead);
         format!("{:?}\n{}", r, sink.events.join("\n"))
     }
 
@@ -1038,7 +1213,7 @@ mod tests {
         let mut at = header.log_start;
         let mut frames = vec![];
         while at < file.len() as u64 {
-            let fh = FrameHeader::decode(&file[at as usize..at as usize + FRAME_HEADER_BYTES]).unwrap();
+            let fh = FrameHeader::decode(&file[at as usize..at as usize + FRAME_HEADER_BYTES], known_flags(header)).unwrap();
             let end = at + (FRAME_HEADER_BYTES as u64) + u64::from(fh.len);
             frames.push((at, end));
             at = end;

@@ -132,7 +132,7 @@ pub(crate) fn open(g: &Global, access: Access) -> Result<Node, Failure> {
         return Err(Error::NoNode { path }.into());
     }
     let pass = sources(g).resolve("Passphrase", false)?;
-    let node = Node::open(&path, &pass, access).map_err(|e| match (&e, runtime::find(&path)) {
+    let mut node = Node::open(&path, &pass, access).map_err(|e| match (&e, runtime::find(&path)) {
         (Error::Busy { .. }, Some(rec)) => {
             Failure(format!("node {} is mounted at {} by process {}", path.display(), rec.mountpoint.display(), rec.pid), EXIT_FAILURE)
         }
@@ -140,15 +140,23 @@ pub(crate) fn open(g: &Global, access: Access) -> Result<Node, Failure> {
     })?;
     if g.accept_rollback {
         rollback::accept(&node);
+        node.allow_cutting_tail();
     } else {
         rollback::check(&node)?;
         rollback::record(&node);
     }
-    if let (Some((offset, what)), false) = (node.discarded_tail(), g.quiet) {
-        eprintln!(
+    match (node.discarded_tail(), g.quiet) {
+        // Not what a crash leaves: said even with -q, since writes are refused because of it.
+        (Some((offset, what)), _) if node.kept_tail() => eprintln!(
+            "polykey: warning: node {}: the bytes from byte {offset} are not part of its log ({what}) and are ignored; \
+             it opens at its state before them and refuses changes until you pass --accept-rollback",
+            path.display()
+        ),
+        (Some((offset, what)), false) => eprintln!(
             "polykey: warning: node {}: the last save (from byte {offset}) was cut short or damaged ({what}) and is ignored",
             path.display()
-        );
+        ),
+        _ => {}
     }
     if node.header_degraded() && !g.quiet {
         eprintln!(
