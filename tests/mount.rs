@@ -272,7 +272,10 @@ fn kill_9_leaves_no_dead_mount_even_when_fusermounts_auto_unmount_is_gone() {
     m.mount(&[]);
     let watcher = the_watcher(&m);
     // Named for what it is: `ps` shows it, and `pkill polykey-mountd` leaves it to clean up.
-    assert_eq!(fs::read_to_string(format!("/proc/{watcher}/comm")).unwrap(), "polykey-watch\n");
+    // It names itself first thing after exec, which a loaded machine can delay past "ready".
+    let comm = || fs::read_to_string(format!("/proc/{watcher}/comm")).unwrap_or_default();
+    wait_for(10, || comm() == "polykey-watch\n");
+    assert_eq!(comm(), "polykey-watch\n");
     // SIGTERM and SIGHUP to the daemon's process group (a session ending) must not end it first.
     for sig in ["-TERM", "-HUP"] {
         assert!(Command::new("kill").args([sig, &watcher.to_string()]).status().unwrap().success());
