@@ -21,20 +21,6 @@ fn fail(msg: String) -> Failure {
     Failure(msg, EXIT_FAILURE)
 }
 
-/// Parses `90`, `90s`, `15m`, `2h` or `1d` into seconds.
-pub fn parse_duration(s: &str) -> Option<u64> {
-    let (num, unit) = s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(s.trim().len()));
-    let n: u64 = num.parse().ok()?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    n.checked_mul(mult).filter(|&v| v > 0)
-}
-
 /// The daemon binary: beside this one, else on PATH.
 fn mountd() -> PathBuf {
     std::env::current_exe()
@@ -46,7 +32,10 @@ fn mountd() -> PathBuf {
 
 pub fn mount(g: &Global, node: &Path, mountpoint: &Path, foreground: bool, lock_after: Option<&str>) -> Result<(), Failure> {
     let lock_secs = lock_after
-        .map(|d| parse_duration(d).ok_or_else(|| Failure(format!("invalid --lock-after {d:?}: use e.g. 90s, 15m, 2h"), EXIT_USAGE)))
+        .map(|d| {
+            polykey::duration::parse(d)
+                .ok_or_else(|| Failure(format!("invalid --lock-after {d:?}: use e.g. 90s, 15m, 2h, 1h30m"), EXIT_USAGE))
+        })
         .transpose()?;
     if !node.exists() {
         return Err(polykey::Error::NoNode { path: node.to_owned() }.into());
@@ -152,17 +141,4 @@ pub fn status(g: &Global) -> Result<(), Failure> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn durations() {
-        assert_eq!(super::parse_duration("90"), Some(90));
-        assert_eq!(super::parse_duration("15m"), Some(900));
-        assert_eq!(super::parse_duration("2h"), Some(7200));
-        assert_eq!(super::parse_duration("0"), None);
-        assert_eq!(super::parse_duration("5x"), None);
-        assert_eq!(super::parse_duration(""), None);
-    }
 }
