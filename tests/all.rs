@@ -4,6 +4,7 @@ mod util;
 
 mod cli;
 mod concurrency;
+mod control;
 mod corruption;
 mod crashstorm;
 mod editors;

@@ -258,6 +258,19 @@ fn dispatch(g: &Global, req: Request) -> Result<Response, Failure> {
     Session::new(g)?.call(req, access)
 }
 
+/// `import`: in requests the mount daemon accepts (one, unless the import is larger than the
+/// largest secret; each makes one commit per repository).
+fn import_all(g: &Global, items: Vec<(Name, Name, polykey::secret::SecretBytes)>) -> CliResult {
+    let mut session = Session::new(g)?;
+    let mut stored = 0;
+    for req in Request::imports(items) {
+        if let Response::Count(n) = session.call(req, Access::Write)? {
+            stored += n;
+        }
+    }
+    print(g, Response::Count(stored))
+}
+
 /// `put` on a terminal: asks before replacing an existing secret (unless `force`), then asks
 /// for the value twice without echo; all on one opened node (one passphrase prompt).
 fn put_interactive(g: &Global, repo: Name, secret: Name, force: bool) -> CliResult {
@@ -430,7 +443,7 @@ fn run(cli: Cli) -> CliResult {
             Request::Log(repo, Some(secret))
         }
         Cmd::Log { path, secret } => Request::Log(name(NameKind::Repo, &path)?, secret.map(|s| name(NameKind::Secret, &s)).transpose()?),
-        Cmd::Import { source } => Request::Import(import::read(&source)?),
+        Cmd::Import { source } => return import_all(g, import::read(&source)?),
         Cmd::Export => {
             if io::stdout().is_terminal() {
                 return Err(Failure(
