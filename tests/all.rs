@@ -11,6 +11,7 @@ mod editors;
 mod faultinjection;
 mod faults;
 mod import;
+mod interactive;
 mod mount;
 mod mounted;
 mod posix;
