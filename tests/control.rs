@@ -241,3 +241,22 @@ fn out_of_descriptors_the_daemon_waits_instead_of_spinning() {
     drop(conns);
     still_serving(&m);
 }
+
+/// docs/CLI.md, `polykey passwd`: on a mounted node the daemon holds the key, but the current
+/// passphrase is still asked and checked, so whoever reaches the mount cannot lock its owner out.
+#[test]
+fn passwd_on_a_mounted_node_asks_for_and_checks_the_current_passphrase() {
+    let Some(mut m) = seeded() else { return };
+    let new = m.node.file("new-pw", b"a new passphrase\n");
+    let wrong = m.node.file("wrong-pw", b"not it\n");
+    let mut c = crate::util::polykey_cmd();
+    c.env("XDG_RUNTIME_DIR", &m.runtime).env("XDG_STATE_HOME", m.node.dir.path().join("state"));
+    let o = run(c.arg("--node").arg(&m.node.path).arg("--password-file").arg(&wrong).arg("--new-password-file").arg(&new).arg("passwd"));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("wrong passphrase"), "{}", stderr(&o));
+    let o = run(m.cli().arg("--new-password-file").arg(&new).arg("passwd"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    m.unmount();
+    let pass = polykey::Passphrase::new(b"a new passphrase".to_vec());
+    assert!(polykey::Node::open(&m.node.path, &pass, polykey::Access::Read).is_ok());
+}

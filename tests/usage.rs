@@ -115,3 +115,69 @@ fn log_takes_repo_slash_secret_like_every_other_command() {
     assert_eq!(polykey(&t, &["log", "r/a", "b"]).0, Some(2));
     assert_eq!(polykey(&t, &["log", "r/a/b"]).0, Some(2));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The docs say what the code does
+
+fn doc(name: &str) -> String {
+    std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(name)).unwrap()
+}
+
+/// Whether `actual` is `template` with each `PATH` and `(E, F)` filled in.
+fn fills(template: &str, actual: &str) -> bool {
+    let mut rest = actual;
+    for piece in template.split("PATH").flat_map(|p| p.split("(E, F)")) {
+        match rest.find(piece) {
+            Some(i) => rest = &rest[i + piece.len()..],
+            None => return false,
+        }
+    }
+    true
+}
+
+#[test]
+fn the_rollback_refusal_reads_as_documented() {
+    let t = init();
+    assert!(run_with_stdin(t.cli().args(["put", "r/s"]), b"v1").status.success());
+    let old = std::fs::read(&t.path).unwrap();
+    assert!(run_with_stdin(t.cli().args(["put", "r/s"]), b"v2").status.success());
+    std::fs::write(&t.path, &old).unwrap();
+    let (code, _, err) = polykey(&t, &["get", "r/s"]);
+    assert_eq!(code, Some(1), "{err}");
+    let cli = doc("docs/CLI.md");
+    let documented: Vec<&str> = cli.lines().filter(|l| l.starts_with("polykey: node PATH is older than")).collect();
+    assert_eq!(documented.len(), 1, "CLI.md's list of messages has one rollback refusal");
+    assert!(fills(documented[0], err.trim_end()), "printed:    {err}documented: {}", documented[0]);
+}
+
+#[test]
+fn every_file_with_unsafe_code_is_named_in_the_architecture() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    let mut dirs = vec![root.join("src"), root.join("mountd/src")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") && std::fs::read_to_string(&p).unwrap().contains("allow(unsafe_code)") {
+                files.push(p);
+            }
+        }
+    }
+    assert!(!files.is_empty());
+    let arch = doc("docs/ARCHITECTURE.md");
+    let unsafe_lines: Vec<&str> = arch.lines().filter(|l| l.to_lowercase().contains("unsafe")).collect();
+    for f in &files {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        assert!(
+            unsafe_lines.iter().any(|l| l.contains(&format!("{name}`"))),
+            "{} holds unsafe code, but ARCHITECTURE.md does not say so:\n{}",
+            f.display(),
+            unsafe_lines.join("\n")
+        );
+    }
+    for d in ["README.md", "docs/ARCHITECTURE.md", "docs/SECURITY.md", "docs/CLI.md"] {
+        assert!(!doc(d).contains("only unsafe code"), "{d} claims one place holds the only unsafe code; {} files do", files.len());
+    }
+}

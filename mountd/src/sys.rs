@@ -1,6 +1,6 @@
 //! The few operating-system calls std does not offer: memory locking, core-dump and ptrace
-//! protection, session and signal handling, peer credentials, descriptor hygiene. The only
-//! unsafe code here.
+//! protection, session and signal handling, peer credentials, descriptor hygiene. The daemon's
+//! only unsafe code on Unix (the library's few calls are in `src/runtime.rs`).
 
 #![allow(unsafe_code)]
 
