@@ -58,7 +58,13 @@ print("\nEXIT", os.waitstatus_to_exitcode(status))
 
 /// The screen and the exit status of `polykey ARGS` run on a terminal, typing `steps`.
 fn on_terminal(t: &TempNode, args: &[&str], steps: &[(&str, &str)]) -> (String, i32) {
+    on_terminal_with(t, args, steps, &[])
+}
+
+/// [`on_terminal`] with more environment variables.
+fn on_terminal_with(t: &TempNode, args: &[&str], steps: &[(&str, &str)], env: &[(&str, &std::path::Path)]) -> (String, i32) {
     let mut c = Command::new("python3");
+    c.envs(env.iter().copied());
     let steps = serde_json::to_string(steps).unwrap();
     c.args(["-c", DRIVER, &steps, env!("CARGO_BIN_EXE_polykey"), "--node"]).arg(&t.path).args(args);
     for (k, _) in std::env::vars_os() {
@@ -169,4 +175,32 @@ fn a_mistyped_passphrase_at_the_prompt_can_be_typed_again() {
     let o = run(t.cli_detached().arg("--password-file").arg(&bad).args(["get", "r/s"]));
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+}
+
+#[test]
+fn a_mistyped_passphrase_for_mount_can_be_typed_again() {
+    if !crate::mounted::fuse_available() {
+        return;
+    }
+    let Some(t) = init() else { return };
+    let (mnt, runtime) = (t.dir.path().join("mnt"), t.dir.path().join("run"));
+    std::fs::create_dir(&mnt).unwrap();
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(&runtime, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let right = format!("{}\n", String::from_utf8_lossy(PASSWORD));
+    let mnt_s = mnt.display().to_string();
+    let (screen, code) = on_terminal_with(
+        &t,
+        &["mount", &mnt_s],
+        &[("Passphrase: ", "wrong\n"), ("Passphrase: ", &right)],
+        &[("XDG_RUNTIME_DIR", &runtime)],
+    );
+    let mounted = crate::mounted::is_mounted(&mnt);
+    if mounted {
+        let o = run(t.cli().env("XDG_RUNTIME_DIR", &runtime).arg("unmount").arg(&mnt));
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    assert_eq!(code, 0, "{screen}");
+    assert!(screen.contains("wrong passphrase; try again"), "{screen}");
+    assert!(mounted, "{screen}");
 }

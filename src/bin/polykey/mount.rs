@@ -8,6 +8,7 @@ use crate::cli::Global;
 use crate::{sources, Failure, EXIT_FAILURE, EXIT_USAGE};
 use polykey::control::{Request, Response};
 use polykey::runtime;
+use polykey::{password, Passphrase};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -46,7 +47,25 @@ pub fn mount(g: &Global, node: &Path, mountpoint: &Path, foreground: bool, lock_
     if let Some(rec) = runtime::find(node) {
         return Err(fail(format!("node {} is already mounted at {} by process {}", node.display(), rec.mountpoint.display(), rec.pid)));
     }
-    let pass = sources(g).resolve("Passphrase", false)?;
+    let src = sources(g);
+    let mut attempt = 1;
+    loop {
+        let pass = src.resolve("Passphrase", false)?;
+        match start(g, node, mountpoint, foreground, lock_secs, pass) {
+            // The daemon checks the passphrase; a typo at the prompt gets another try.
+            Err(Failure(msg, _))
+                if msg.starts_with("wrong passphrase for node ") && src.prompts() && attempt < password::PROMPT_ATTEMPTS =>
+            {
+                attempt += 1;
+                eprintln!("polykey: wrong passphrase; try again");
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Starts the daemon with `pass` and waits until it reports the mount ready (or why not).
+fn start(g: &Global, node: &Path, mountpoint: &Path, foreground: bool, lock_secs: Option<u64>, pass: Passphrase) -> Result<(), Failure> {
     let (reader, mut writer) = std::io::pipe().map_err(|e| fail(format!("cannot create a pipe: {e}")))?;
     writer.write_all(pass.expose()).map_err(|e| fail(format!("cannot hand over the passphrase: {e}")))?;
     drop(writer);
