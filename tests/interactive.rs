@@ -178,7 +178,7 @@ fn a_mistyped_passphrase_at_the_prompt_can_be_typed_again() {
 }
 
 #[test]
-fn a_mistyped_passphrase_for_mount_can_be_typed_again() {
+fn a_mistyped_passphrase_for_mount_can_be_typed_again_and_put_asks_through_the_daemon() {
     if !crate::mounted::fuse_available() {
         return;
     }
@@ -196,11 +196,24 @@ fn a_mistyped_passphrase_for_mount_can_be_typed_again() {
         &[("XDG_RUNTIME_DIR", &runtime)],
     );
     let mounted = crate::mounted::is_mounted(&mnt);
+    let mut through_daemon = (String::new(), -1);
     if mounted {
+        // Mounted, put asks its questions and no passphrase: the daemon holds the key.
+        through_daemon = on_terminal_with(
+            &t,
+            &["put", "r/new"],
+            &[("Value for r/new: ", "typed\n"), ("(again): ", "typed\n")],
+            &[("XDG_RUNTIME_DIR", &runtime)],
+        );
+        through_daemon.0.push_str(&String::from_utf8_lossy(&std::fs::read(mnt.join("repos/r/new")).unwrap_or_default()));
         let o = run(t.cli().env("XDG_RUNTIME_DIR", &runtime).arg("unmount").arg(&mnt));
         assert!(o.status.success(), "{}", stderr(&o));
     }
     assert_eq!(code, 0, "{screen}");
     assert!(screen.contains("wrong passphrase; try again"), "{screen}");
     assert!(mounted, "{screen}");
+    let (screen, code) = through_daemon;
+    assert_eq!(code, 0, "{screen}");
+    assert!(!screen.contains("Passphrase"), "{screen}");
+    assert!(screen.ends_with("typed"), "the mount shows the value put through the daemon: {screen:?}");
 }
