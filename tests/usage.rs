@@ -24,6 +24,15 @@ fn polykey(t: &TempNode, args: &[&str]) -> (Option<i32>, String, String) {
 }
 
 #[test]
+fn no_command_shows_the_help_as_a_usage_error() {
+    let o = run(&mut util::polykey_detached());
+    let (code, err, out) = (o.status.code(), stderr(&o), o.stdout);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(out.is_empty());
+    assert!(err.starts_with("A secret manager") && err.contains("Commands:"), "{err}");
+}
+
+#[test]
 fn usage_errors_show_what_is_wrong_the_usage_line_and_suggestions() {
     let t = init();
     let cases: [(&[&str], &[&str]); 6] = [

@@ -51,6 +51,10 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = write!(io::stderr(), "{}", e.render());
+            return ExitCode::from(EXIT_USAGE);
+        }
         Err(e) => {
             // clap's whole message (what is missing or unexpected, "did you mean", the usage
             // line), its first line prefixed like every other failure.
