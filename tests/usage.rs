@@ -125,6 +125,27 @@ fn log_takes_repo_slash_secret_like_every_other_command() {
     assert_eq!(polykey(&t, &["log", "r/a/b"]).0, Some(2));
 }
 
+#[test]
+fn export_to_a_file_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = init();
+    assert!(run_with_stdin(t.cli().args(["put", "r/s"]), b"top secret").status.success());
+    let fresh = t.dir.path().join("fresh.tar");
+    let old = t.file("old.tar", b"an older, world-readable backup");
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for file in [&fresh, &old] {
+        // The usual umask, which leaves `polykey export > FILE` readable by everyone.
+        let mut c = std::process::Command::new("sh");
+        c.args(["-c", "umask 022; exec \"$@\"", "sh"]).arg(env!("CARGO_BIN_EXE_polykey"));
+        c.arg("--node").arg(&t.path).arg("--password-file").arg(t.password_file()).env("XDG_STATE_HOME", t.dir.path().join("state"));
+        let o = run(c.args(["export", "-o"]).arg(file));
+        assert!(o.status.success() && o.stdout.is_empty(), "{}", stderr(&o));
+        assert_eq!(std::fs::metadata(file).unwrap().permissions().mode() & 0o777, 0o600, "{}", file.display());
+        let listing = run(std::process::Command::new("tar").arg("-tf").arg(file));
+        assert!(String::from_utf8_lossy(&listing.stdout).lines().any(|l| l == "repos/r/s"), "{}", stderr(&listing));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The docs say what the code does
 

@@ -123,9 +123,13 @@ pub enum Cmd {
         #[arg(value_name = "SECRET")]
         secret: Option<OsString>,
     },
-    /// Write the decrypted node as a tar archive to stdout (never to a terminal); keep the file
-    /// private: `(umask 077; polykey export > backup.tar)`
-    Export,
+    /// Write the decrypted node as a tar archive to stdout (never to a terminal), or with -o to
+    /// a file only you can read: `polykey export -o backup.tar`
+    Export {
+        /// Write the archive to FILE, created (or narrowed) to mode 0600 whatever the umask
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Import many secrets at once: SOURCE/<repo>/<secret> files, or with `-` a tar of that
     /// layout on stdin (one commit per repository; `.git` folders are skipped)
     Import {

@@ -275,6 +275,22 @@ fn import_all(g: &Global, items: Vec<(Name, Name, polykey::secret::SecretBytes)>
     print(g, Response::Count(stored))
 }
 
+/// `export -o FILE`: the archive in a file only its owner can read (0600, also when it existed
+/// before with a wider mode), whatever the umask.
+fn export_to(g: &Global, file: &std::path::Path) -> CliResult {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let Response::Data(tar) = dispatch(g, Request::Export)? else {
+        return Err(Failure("unexpected answer from the mount daemon".into(), EXIT_FAILURE));
+    };
+    let fail = |e: io::Error| Failure(format!("cannot write {}: {e}", file.display()), EXIT_FAILURE);
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(file).map_err(fail)?;
+    // Narrowed before a byte is written; only then emptied and filled.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+    f.set_len(0).map_err(fail)?;
+    f.write_all(&tar).and_then(|()| f.sync_all()).map_err(fail)?;
+    Ok(())
+}
+
 /// `put` on a terminal: asks before replacing an existing secret (unless `force`), then asks
 /// for the value twice without echo; all on one opened node (one passphrase prompt).
 fn put_interactive(g: &Global, repo: Name, secret: Name, force: bool) -> CliResult {
@@ -448,10 +464,11 @@ fn run(cli: Cli) -> CliResult {
         }
         Cmd::Log { path, secret } => Request::Log(name(NameKind::Repo, &path)?, secret.map(|s| name(NameKind::Secret, &s)).transpose()?),
         Cmd::Import { source } => return import_all(g, import::read(&source)?),
-        Cmd::Export => {
+        Cmd::Export { output: Some(file) } => return export_to(g, &file),
+        Cmd::Export { output: None } => {
             if io::stdout().is_terminal() {
                 return Err(Failure(
-                    "refusing to write decrypted secrets to a terminal; redirect the output to a private file: (umask 077; polykey export > backup.tar)".into(),
+                    "refusing to write decrypted secrets to a terminal; write a private file instead: polykey export -o backup.tar".into(),
                     EXIT_USAGE,
                 ));
             }
