@@ -12,8 +12,13 @@ use crate::secret::{Passphrase, SecretBytes};
 use std::io::{self, Read, Write};
 use zeroize::Zeroizing;
 
-/// Largest message accepted (a secret of the maximum size plus framing, or an export).
-const MAX_MESSAGE_BYTES: u32 = 1 << 30;
+/// Largest request the daemon accepts: a `put` of the largest secret
+/// ([`crate::git::MAX_OBJECT_BYTES`], the limit `polykey put` and the mount enforce) with its
+/// two names and framing, with room to spare. Bigger imports are sent in several requests.
+pub const MAX_REQUEST_BYTES: usize = crate::git::MAX_OBJECT_BYTES + (64 << 10);
+
+/// Largest answer a client accepts (an export): from our own daemon, so only a sanity bound.
+pub const MAX_RESPONSE_BYTES: usize = 1 << 30;
 
 /// A command on a node.
 #[derive(Debug)]
@@ -259,6 +264,23 @@ impl<'a> Dec<'a> {
 use NameKind::{Repo, Secret, Tag, TagEntry};
 
 impl Request {
+    /// `items` as import requests of at most [`MAX_REQUEST_BYTES`] each (one, unless the
+    /// import is larger than the largest secret).
+    pub fn imports(items: Vec<(Name, Name, SecretBytes)>) -> Vec<Request> {
+        let mut batches = vec![Vec::new()];
+        let mut size = 5; // Length and opcode.
+        for item in items {
+            let item_size = 12 + item.0.as_bytes().len() + item.1.as_bytes().len() + item.2.len();
+            if size + item_size > MAX_REQUEST_BYTES && batches.last().is_some_and(|b| !b.is_empty()) {
+                batches.push(Vec::new());
+                size = 5;
+            }
+            size += item_size;
+            batches.last_mut().expect("never empty").push(item);
+        }
+        batches.into_iter().map(Request::Import).collect()
+    }
+
     /// The request as one message.
     pub fn encode(&self) -> Zeroizing<Vec<u8>> {
         match self {
@@ -369,21 +391,40 @@ impl Response {
     }
 }
 
-/// Reads one message body from `r`; `Ok(None)` at a clean end of stream.
-pub fn read_message(r: &mut impl Read) -> io::Result<Option<Zeroizing<Vec<u8>>>> {
+/// Reads one message body of at most `max` bytes from `r`; `Ok(None)` at a clean end of stream.
+pub fn read_message(r: &mut impl Read, max: usize) -> io::Result<Option<Zeroizing<Vec<u8>>>> {
+    match read_length(r, max)? {
+        Some(len) => read_body(r, len).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Reads a message's length and checks it against `max`; `Ok(None)` at a clean end of stream.
+/// A length over `max` is an `InvalidData` error that says so (the daemon answers with it).
+pub fn read_length(r: &mut impl Read, max: usize) -> io::Result<Option<usize>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let len = u32::from_le_bytes(len);
-    if len == 0 || len > MAX_MESSAGE_BYTES {
+    let len = u32::from_le_bytes(len) as usize;
+    if len == 0 {
         return Err(bad());
     }
+    if len > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a control message of {len} bytes is larger than the {max}-byte limit"),
+        ));
+    }
+    Ok(Some(len))
+}
+
+/// Reads a message body of `len` bytes (from [`read_length`]).
+pub fn read_body(r: &mut impl Read, len: usize) -> io::Result<Zeroizing<Vec<u8>>> {
     // Grown as bytes arrive, not allocated at the declared length: a peer that declares
-    // 1 GiB and sends nothing costs 64 KiB. Each outgrown buffer is wiped as it is dropped.
-    let len = len as usize;
+    // 64 MiB and sends nothing costs 64 KiB. Each outgrown buffer is wiped as it is dropped.
     let mut body = Zeroizing::new(Vec::with_capacity(len.min(64 * 1024)));
     while body.len() < len {
         crate::secret::reserve(&mut body, 1, len);
@@ -397,7 +438,7 @@ pub fn read_message(r: &mut impl Read) -> io::Result<Option<Zeroizing<Vec<u8>>>>
             Err(e) => return Err(e),
         }
     }
-    Ok(Some(body))
+    Ok(body)
 }
 
 /// Writes one encoded message to `w`.
@@ -412,10 +453,10 @@ mod tests {
 
     #[test]
     fn a_declared_length_is_not_trusted_before_the_bytes_arrive() {
-        // 1 GiB - 1 declared, 3 bytes sent: an error, without a 1 GiB allocation.
-        let mut msg = (MAX_MESSAGE_BYTES).to_le_bytes().to_vec();
+        // The largest request declared, 3 bytes sent: an error, without a 64 MiB allocation.
+        let mut msg = u32::try_from(MAX_REQUEST_BYTES).unwrap().to_le_bytes().to_vec();
         msg.extend_from_slice(b"abc");
-        let err = read_message(&mut &msg[..]).unwrap_err();
+        let err = read_message(&mut &msg[..], MAX_REQUEST_BYTES).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         // A long message arriving in small pieces is read whole.
         let body: Vec<u8> = (0..300_000u32).map(|i| i as u8).collect();
@@ -430,11 +471,32 @@ mod tests {
                 Ok(n)
             }
         }
-        assert_eq!(&read_message(&mut Trickle(&msg)).unwrap().unwrap()[..], &body[..]);
+        assert_eq!(&read_message(&mut Trickle(&msg), MAX_REQUEST_BYTES).unwrap().unwrap()[..], &body[..]);
+        // One byte over the limit is refused from its length alone, saying so.
+        let msg = u32::try_from(MAX_REQUEST_BYTES + 1).unwrap().to_le_bytes();
+        let err = read_message(&mut &msg[..], MAX_REQUEST_BYTES).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().contains("limit"), "{err}");
     }
 
     fn n(k: NameKind, s: &str) -> Name {
         Name::new(k, s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_large_import_is_split_into_requests_that_fit() {
+        let big = || Zeroizing::new(vec![7u8; crate::git::MAX_OBJECT_BYTES / 2]);
+        let items: Vec<_> = (0..5).map(|i| (n(Repo, "r"), n(Secret, &format!("s{i}")), big())).collect();
+        let reqs = Request::imports(items);
+        assert_eq!(reqs.len(), 3);
+        let mut names = Vec::new();
+        for r in &reqs {
+            assert!(r.encode().len() <= MAX_REQUEST_BYTES);
+            let Request::Import(items) = r else { panic!("{r:?}") };
+            names.extend(items.iter().map(|(_, s, _)| s.display().to_string()));
+        }
+        assert_eq!(names, ["s0", "s1", "s2", "s3", "s4"]);
+        assert_eq!(Request::imports(Vec::new()).len(), 1, "an empty import is one empty request");
     }
 
     #[test]

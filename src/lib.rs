@@ -36,6 +36,7 @@
 
 pub mod control;
 pub mod crypto;
+pub mod duration;
 pub mod error;
 pub mod export;
 pub mod format;

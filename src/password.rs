@@ -78,33 +78,66 @@ fn has_terminal() -> bool {
     }
 }
 
+/// Reads one line from the terminal without echo.
+fn read_hidden(prompt: &str) -> Result<Zeroizing<Vec<u8>>> {
+    rpassword::prompt_password(prompt)
+        .map(|s| Zeroizing::new(s.into_bytes()))
+        .map_err(|e| Error::Passphrase(format!("cannot read from the terminal: {e}")))
+}
+
 /// Prompts on the terminal without echo; `twice` asks again and compares.
 pub fn prompt(label: &str, twice: bool) -> Result<Passphrase> {
     if !has_terminal() {
         return Err(Error::NoPassphraseSource);
     }
-    let read = |p: &str| {
-        rpassword::prompt_password(p)
-            .map(|s| Zeroizing::new(s.into_bytes()))
-            .map_err(|e| Error::Passphrase(format!("cannot read passphrase from the terminal: {e}")))
-    };
-    let first = read(&format!("{label}: "))?;
+    let first = read_hidden(&format!("{label}: "))?;
     if first.is_empty() {
         return Err(Error::EmptyPassphrase);
     }
-    if twice {
-        let again = read(&format!("{label} (again): "))?;
-        if again != first {
-            return Err(Error::Passphrase("the passphrases do not match".into()));
-        }
+    if twice && read_hidden(&format!("{label} (again): "))? != first {
+        return Err(Error::Passphrase("the passphrases do not match".into()));
     }
     Ok(Passphrase::new(first.to_vec()))
 }
+
+/// Asks for a secret's value on the terminal: one line, without echo, twice (as `pass insert`
+/// does), so a typo is caught before it is stored. An empty value is refused.
+pub fn prompt_value(what: &str) -> Result<Zeroizing<Vec<u8>>> {
+    let first = read_hidden(&format!("Value for {what}: "))?;
+    if first.is_empty() {
+        return Err(Error::Passphrase(format!("the value for {what} is empty; nothing was stored")));
+    }
+    if read_hidden(&format!("Value for {what} (again): "))? != first {
+        return Err(Error::Passphrase("the values do not match; nothing was stored".into()));
+    }
+    Ok(first)
+}
+
+/// Asks a yes/no `question` on the terminal (with echo); only `y` or `yes` is a yes.
+pub fn confirm(question: &str) -> Result<bool> {
+    use std::io::{BufRead, Write};
+    let fail = |e: std::io::Error| Error::Passphrase(format!("cannot ask on the terminal: {e}"));
+    let tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty").map_err(fail)?;
+    (&tty).write_all(format!("{question} [y/N] ").as_bytes()).map_err(fail)?;
+    let mut answer = String::new();
+    std::io::BufReader::new(&tty).read_line(&mut answer).map_err(fail)?;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+}
+
+/// How many times a passphrase typed at the prompt may be wrong before the command gives up
+/// (as sudo and gpg do).
+pub const PROMPT_ATTEMPTS: u32 = 3;
 
 impl Sources {
     /// Is any non-interactive source set?
     pub fn any(&self) -> bool {
         self.file.is_some() || self.command.is_some() || self.value.is_some()
+    }
+
+    /// Whether the passphrase will come from the terminal prompt (so a wrong one may be
+    /// typed again).
+    pub fn prompts(&self) -> bool {
+        !self.any()
     }
 
     /// The passphrase from the first source that is set, else from the terminal

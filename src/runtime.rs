@@ -4,7 +4,7 @@
 //! The folder is `$XDG_RUNTIME_DIR/polykey`, else `/tmp/polykey-<uid>`; it is created 0700 and
 //! refused if another user owns it or others can enter it.
 
-use crate::control::{read_message, write_message, Request, Response};
+use crate::control::{read_message, write_message, Request, Response, MAX_RESPONSE_BYTES};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -221,9 +221,15 @@ pub fn list() -> io::Result<Vec<MountRecord>> {
 pub fn call(node: &Path, req: &Request) -> Option<io::Result<Response>> {
     let mut stream = std::os::unix::net::UnixStream::connect(socket_path(node).ok()?).ok()?;
     let mut exchange = || -> io::Result<Response> {
-        write_message(&mut stream, &req.encode())?;
-        let body = read_message(&mut stream)?
-            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the mount daemon closed the connection"))?;
+        // A daemon that refuses the request (too large, too busy) answers, then hangs up without
+        // reading the rest: its answer, not the failed write, says what happened.
+        let sent = write_message(&mut stream, &req.encode());
+        let body = match (read_message(&mut stream, MAX_RESPONSE_BYTES), sent) {
+            (Ok(Some(body)), _) => body,
+            (_, Err(e)) => return Err(e),
+            (Ok(None), Ok(())) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the mount daemon closed the connection")),
+            (Err(e), Ok(())) => return Err(e),
+        };
         Response::decode(&body)
     };
     Some(exchange())

@@ -346,6 +346,21 @@ fn lock_after_unmounts_when_idle() {
 }
 
 #[test]
+fn lock_after_takes_compound_durations() {
+    let Some(mut m) = seeded() else { return };
+    m.unmount();
+    m.mount(&["--lock-after", "1d2h"]);
+    // The daemon was told the whole duration, in seconds.
+    let pid = m.pid().to_string();
+    assert!(processes_with(&[b"polykey-mountd", b"--lock-after", b"93600"]).iter().any(|p| p.to_string() == pid));
+    m.unmount();
+    let o = run(m.cli().args(["mount", "--lock-after", "30m1h"]).arg(&m.mnt));
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid --lock-after \"30m1h\""));
+    assert!(!is_mounted(&m.mnt));
+}
+
+#[test]
 fn parallel_writers_on_different_secrets_lose_nothing() {
     let Some(m) = seeded() else { return };
     let handles: Vec<_> = (0..4)

@@ -1,6 +1,6 @@
 //! The few operating-system calls std does not offer: memory locking, session and signal
 //! handling, peer credentials, descriptor hygiene (core-dump and ptrace protection is shared
-//! with the CLI: `polykey::process`). The daemon's only unsafe code.
+//! with the CLI: `polykey::process`). The daemon's only unsafe code on Unix.
 
 #![allow(unsafe_code)]
 

@@ -15,6 +15,7 @@ pub struct Cli {
 }
 
 #[derive(Args, Clone)]
+#[command(next_help_heading = "Global options (before or after the command)")]
 pub struct Global {
     /// The node file [default: $XDG_DATA_HOME/polykey/default.node]
     #[arg(long, global = true, env = "POLYKEY_NODE", hide_env_values = true, value_name = "PATH")]
@@ -52,53 +53,128 @@ pub enum Cmd {
     /// Change the passphrase (re-wraps the key; secrets are not re-encrypted)
     Passwd,
     /// List repositories, or the secrets of REPO
-    Ls { repo: Option<OsString> },
+    Ls {
+        /// List the secrets of this repository instead of the repositories
+        repo: Option<OsString>,
+    },
     /// List tags, or the entries of TAG
-    Tags { tag: Option<OsString> },
-    /// Store stdin as REPO/SECRET (creates the repository if needed)
-    Put { path: OsString },
+    Tags {
+        /// List the entries of this tag instead of the tags
+        tag: Option<OsString>,
+    },
+    /// Store stdin as REPO/SECRET (creates the repository if needed); on a terminal, asks for
+    /// the value twice without echo
+    Put {
+        /// Where to store it: a repository and a secret name, `REPO/SECRET`
+        #[arg(value_name = "REPO/SECRET")]
+        path: OsString,
+        /// Replace an existing secret without asking (asked only on a terminal)
+        #[arg(short, long)]
+        force: bool,
+    },
     /// Write REPO/SECRET to stdout
-    Get { path: OsString },
+    Get {
+        /// The secret to print, `REPO/SECRET`
+        #[arg(value_name = "REPO/SECRET")]
+        path: OsString,
+    },
     /// Edit REPO/SECRET in $VISUAL, else $EDITOR, else vi, with no copy on disk (created on
     /// save if new); vim, neovim, nano and emacs run with history, undo, backup and swap off
-    Edit { path: OsString },
+    Edit {
+        /// The secret to edit, `REPO/SECRET`
+        #[arg(value_name = "REPO/SECRET")]
+        path: OsString,
+    },
     /// Remove REPO/SECRET (and its tag entries), or with -r a whole REPO
     Rm {
         /// Remove a whole repository
         #[arg(short = 'r', long)]
         recursive: bool,
+        /// The secret to remove, `REPO/SECRET` (with -r: the repository, `REPO`)
+        #[arg(value_name = "REPO/SECRET")]
         path: OsString,
     },
     /// Rename REPO/SECRET to REPO/NEW; tag entries follow
-    Mv { from: OsString, to: OsString },
+    Mv {
+        /// The secret to rename, `REPO/SECRET`
+        #[arg(value_name = "REPO/SECRET")]
+        from: OsString,
+        /// Its new name, in the same repository, `REPO/NEW`
+        #[arg(value_name = "REPO/NEW")]
+        to: OsString,
+    },
     /// Add REPO/SECRET to TAG (as NAME, default the secret's name)
     Tag {
+        /// The tag (created if needed)
         tag: OsString,
+        /// The secret to add, `REPO/SECRET`
+        #[arg(value_name = "REPO/SECRET")]
         path: OsString,
+        /// The entry's name in the tag [default: the secret's name]
         #[arg(long = "as", value_name = "NAME")]
         name: Option<OsString>,
     },
     /// Remove entry NAME from TAG (the tag goes when its last entry does)
-    Untag { tag: OsString, name: OsString },
-    /// History of REPO (or of one SECRET in it), newest first
-    Log { repo: OsString, secret: Option<OsString> },
-    /// Write the decrypted node as a tar archive to stdout (never to a terminal)
-    Export,
+    Untag {
+        /// The tag
+        tag: OsString,
+        /// The entry to remove from it
+        name: OsString,
+    },
+    /// History of REPO (or of one secret, REPO/SECRET), newest first
+    Log {
+        /// The repository, `REPO`, or one secret in it, `REPO/SECRET`
+        #[arg(value_name = "REPO[/SECRET]")]
+        path: OsString,
+        /// The secret, as a second argument (`log REPO SECRET`, the same as `log REPO/SECRET`)
+        #[arg(value_name = "SECRET")]
+        secret: Option<OsString>,
+    },
+    /// Write the decrypted node as a tar archive to stdout (never to a terminal), or with -o to
+    /// a file only you can read: `polykey export -o backup.tar`
+    Export {
+        /// Write the archive to FILE, created (or narrowed) to mode 0600 whatever the umask
+        #[arg(short, long, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
     /// Import many secrets at once: SOURCE/<repo>/<secret> files, or with `-` a tar of that
     /// layout on stdin (one commit per repository; `.git` folders are skipped)
-    Import { source: PathBuf },
+    Import {
+        /// A folder of repository folders (or an extracted export), or `-` for a tar on stdin
+        source: PathBuf,
+    },
     /// Mount the node at MOUNTPOINT; returns once the mount is ready
     Mount {
+        /// An existing, empty folder
         mountpoint: PathBuf,
         /// Stay attached and log to stderr
         #[arg(long)]
         foreground: bool,
-        /// Unmount after this long without access (e.g. 90s, 15m, 2h)
+        /// Unmount after this long without access (e.g. 90s, 15m, 2h, 1h30m, 1d2h)
         #[arg(long, value_name = "DURATION")]
         lock_after: Option<String>,
     },
     /// Write everything out, then unmount MOUNTPOINT
-    Unmount { mountpoint: PathBuf },
+    Unmount {
+        /// Where the node is mounted
+        mountpoint: PathBuf,
+    },
     /// Show which nodes are mounted where, by which process
     Status,
+}
+
+/// The command line as parsed: every subcommand accepts the global options, but only the
+/// top-level help lists them (each subcommand's help points there instead of repeating them).
+pub fn command() -> clap::Command {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let globals: Vec<clap::Arg> = cmd.get_arguments().filter(|a| a.is_global_set()).cloned().collect();
+    // clap copies a global option into a subcommand only where the subcommand has none of that
+    // id: a hidden copy keeps it accepted there and out of that subcommand's help.
+    cmd.mut_subcommands(|sc| {
+        globals
+            .iter()
+            .fold(sc, |sc, a| sc.arg(a.clone().hide(true)))
+            .after_help("Global options (--node, --password-file, --json, -q, ...) work here too: see `polykey --help`.")
+    })
 }

@@ -5,7 +5,6 @@ mod edit;
 mod import;
 mod mount;
 
-use clap::Parser;
 use cli::{Cli, Cmd, Global};
 use polykey::control::{self, Request, Response};
 use polykey::password::{self, Sources};
@@ -50,24 +49,28 @@ fn main() -> ExitCode {
             std::env::remove_var(k);
         }
     }
-    let cli = match Cli::try_parse() {
+    let cli = match cli::command().try_get_matches().and_then(|m| <Cli as clap::FromArgMatches>::from_arg_matches(&m)) {
         Ok(cli) => cli,
         Err(e) if matches!(e.kind(), clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion) => {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = write!(io::stderr(), "{}", e.render());
+            return ExitCode::from(EXIT_USAGE);
+        }
         Err(e) => {
-            // One line, like every other failure: clap's first line, without its own prefix.
+            // clap's whole message (what is missing or unexpected, "did you mean", the usage
+            // line), its first line prefixed like every other failure.
             let text = e.render().to_string();
-            let first = text.lines().next().unwrap_or("invalid arguments").trim_start_matches("error: ");
-            let _ = writeln!(io::stderr(), "polykey: {first} (see polykey --help)");
+            let _ = write!(io::stderr(), "polykey: {}", text.strip_prefix("error: ").unwrap_or(&text));
             return ExitCode::from(EXIT_USAGE);
         }
     };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(msg, code)) => {
-            if msg.contains("Broken pipe") {
+            if msg.starts_with("cannot write output") && msg.contains("Broken pipe") {
                 return ExitCode::SUCCESS; // The reader went away: not our failure.
             }
             let _ = writeln!(io::stderr(), "polykey: {msg}");
@@ -131,13 +134,28 @@ pub(crate) fn open(g: &Global, access: Access) -> Result<Node, Failure> {
     if !path.exists() {
         return Err(Error::NoNode { path }.into());
     }
-    let pass = sources(g).resolve("Passphrase", false)?;
-    let mut node = Node::open(&path, &pass, access).map_err(|e| match (&e, runtime::find(&path)) {
-        (Error::Busy { .. }, Some(rec)) => {
-            Failure(format!("node {} is mounted at {} by process {}", path.display(), rec.mountpoint.display(), rec.pid), EXIT_FAILURE)
+    let src = sources(g);
+    let mut attempt = 1;
+    let mut node = loop {
+        let pass = src.resolve("Passphrase", false)?;
+        match Node::open(&path, &pass, access) {
+            Ok(node) => break node,
+            // A typo at the prompt gets another try; a wrong file or command would only fail again.
+            Err(Error::WrongPassphrase { .. }) if src.prompts() && attempt < password::PROMPT_ATTEMPTS => {
+                attempt += 1;
+                eprintln!("polykey: wrong passphrase; try again");
+            }
+            Err(e) => {
+                return Err(match (&e, runtime::find(&path)) {
+                    (Error::Busy { .. }, Some(rec)) => Failure(
+                        format!("node {} is mounted at {} by process {}", path.display(), rec.mountpoint.display(), rec.pid),
+                        EXIT_FAILURE,
+                    ),
+                    _ => e.into(),
+                })
+            }
         }
-        _ => e.into(),
-    })?;
+    };
     if g.accept_rollback {
         rollback::accept(&node);
         node.allow_cutting_tail();
@@ -223,20 +241,93 @@ pub(crate) fn through_daemon(path: &std::path::Path, req: &Request) -> Option<Re
     })
 }
 
-/// Runs a node command: through the mount daemon when the node is mounted, else in-process.
+/// Runs node commands: through the mount daemon when the node is mounted, else on the node
+/// opened here, once, by the first command that needs it.
+struct Session<'g> {
+    g: &'g Global,
+    path: PathBuf,
+    node: Option<Node>,
+}
+
+impl<'g> Session<'g> {
+    fn new(g: &'g Global) -> Result<Self, Failure> {
+        Ok(Session { g, path: node_path(g)?, node: None })
+    }
+
+    /// Runs `req`; a node opened here is opened for `access` (at least what `req` needs).
+    fn call(&mut self, req: Request, access: Access) -> Result<Response, Failure> {
+        if self.node.is_none() {
+            if let Some(answer) = through_daemon(&self.path, &req) {
+                return answer;
+            }
+        }
+        let writes = req.access() == Access::Write;
+        let node = match &mut self.node {
+            Some(node) => node,
+            None => self.node.insert(open(self.g, if writes { Access::Write } else { access })?),
+        };
+        let resp = control::execute(node, req)?;
+        if writes {
+            node.save()?;
+            rollback::record(node);
+        }
+        Ok(resp)
+    }
+}
+
+/// Runs one node command (see [`Session`]).
 fn dispatch(g: &Global, req: Request) -> Result<Response, Failure> {
-    let path = node_path(g)?;
-    if let Some(answer) = through_daemon(&path, &req) {
-        return answer;
-    }
     let access = req.access();
-    let mut node = open(g, access)?;
-    let resp = control::execute(&mut node, req)?;
-    if access == Access::Write {
-        node.save()?;
-        rollback::record(&node);
+    Session::new(g)?.call(req, access)
+}
+
+/// `import`: in requests the mount daemon accepts (one, unless the import is larger than the
+/// largest secret; each makes one commit per repository).
+fn import_all(g: &Global, items: Vec<(Name, Name, polykey::secret::SecretBytes)>) -> CliResult {
+    let mut session = Session::new(g)?;
+    let mut stored = 0;
+    for req in Request::imports(items) {
+        if let Response::Count(n) = session.call(req, Access::Write)? {
+            stored += n;
+        }
     }
-    Ok(resp)
+    print(g, Response::Count(stored))
+}
+
+/// `export -o FILE`: the archive in a file only its owner can read (0600, also when it existed
+/// before with a wider mode), whatever the umask.
+fn export_to(g: &Global, file: &std::path::Path) -> CliResult {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let Response::Data(tar) = dispatch(g, Request::Export)? else {
+        return Err(Failure("unexpected answer from the mount daemon".into(), EXIT_FAILURE));
+    };
+    let fail = |e: io::Error| Failure(format!("cannot write {}: {e}", file.display()), EXIT_FAILURE);
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o600).open(file).map_err(fail)?;
+    // Narrowed before a byte is written; only then emptied and filled.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(fail)?;
+    f.set_len(0).map_err(fail)?;
+    f.write_all(&tar).and_then(|()| f.sync_all()).map_err(fail)?;
+    Ok(())
+}
+
+/// `put` on a terminal: asks before replacing an existing secret (unless `force`), then asks
+/// for the value twice without echo; all on one opened node (one passphrase prompt).
+fn put_interactive(g: &Global, repo: Name, secret: Name, force: bool) -> CliResult {
+    let mut session = Session::new(g)?;
+    let names = |resp| match resp {
+        Response::Names(list) => Ok(list),
+        _ => Err(Failure("unexpected answer from the mount daemon".into(), EXIT_FAILURE)),
+    };
+    let what = format!("{}/{}", repo.display(), secret.display());
+    let repo_exists = names(session.call(Request::Ls(None), Access::Write)?)?.iter().any(|n| n == repo.as_bytes());
+    let exists =
+        repo_exists && names(session.call(Request::Ls(Some(repo.clone())), Access::Write)?)?.iter().any(|n| n == secret.as_bytes());
+    if exists && !force && !password::confirm(&format!("polykey: {what} exists; replace it?"))? {
+        return Err(Failure(format!("{what} was left as it was"), EXIT_FAILURE));
+    }
+    let data = password::prompt_value(&what)?;
+    session.call(Request::Put(repo, secret, data), Access::Write)?;
+    Ok(())
 }
 
 /// Prints a command's answer as text or JSON.
@@ -331,10 +422,10 @@ fn run(cli: Cli) -> CliResult {
         }
         Cmd::Ls { repo } => Request::Ls(repo.map(|r| name(NameKind::Repo, &r)).transpose()?),
         Cmd::Tags { tag } => Request::Tags(tag.map(|t| name(NameKind::Tag, &t)).transpose()?),
-        Cmd::Put { path } => {
+        Cmd::Put { path, force } => {
             let (repo, secret) = secret_path(&path)?;
-            if io::stdin().is_terminal() && !g.quiet {
-                eprintln!("polykey: reading the secret from standard input; end it with Ctrl-D");
+            if io::stdin().is_terminal() {
+                return put_interactive(g, repo, secret, force);
             }
             let mut data = zeroize::Zeroizing::new(Vec::new());
             let limit = polykey::git::MAX_OBJECT_BYTES as u64;
@@ -387,12 +478,17 @@ fn run(cli: Cli) -> CliResult {
             Request::Tag(t, e, repo, secret)
         }
         Cmd::Untag { tag, name: entry } => Request::Untag(name(NameKind::Tag, &tag)?, name(NameKind::TagEntry, &entry)?),
-        Cmd::Log { repo, secret } => Request::Log(name(NameKind::Repo, &repo)?, secret.map(|s| name(NameKind::Secret, &s)).transpose()?),
-        Cmd::Import { source } => Request::Import(import::read(&source)?),
-        Cmd::Export => {
+        Cmd::Log { path, secret: None } if bytes(&path).contains(&b'/') => {
+            let (repo, secret) = secret_path(&path)?;
+            Request::Log(repo, Some(secret))
+        }
+        Cmd::Log { path, secret } => Request::Log(name(NameKind::Repo, &path)?, secret.map(|s| name(NameKind::Secret, &s)).transpose()?),
+        Cmd::Import { source } => return import_all(g, import::read(&source)?),
+        Cmd::Export { output: Some(file) } => return export_to(g, &file),
+        Cmd::Export { output: None } => {
             if io::stdout().is_terminal() {
                 return Err(Failure(
-                    "refusing to write decrypted secrets to a terminal; redirect the output (polykey export > backup.tar)".into(),
+                    "refusing to write decrypted secrets to a terminal; write a private file instead: polykey export -o backup.tar".into(),
                     EXIT_USAGE,
                 ));
             }

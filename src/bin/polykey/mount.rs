@@ -9,6 +9,7 @@ use crate::{sources, Failure, EXIT_FAILURE, EXIT_USAGE};
 use polykey::control::{Request, Response};
 use polykey::mounts;
 use polykey::runtime::{self, MountRecord};
+use polykey::{password, Passphrase};
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,20 +23,6 @@ fn fail(msg: String) -> Failure {
     Failure(msg, EXIT_FAILURE)
 }
 
-/// Parses `90`, `90s`, `15m`, `2h` or `1d` into seconds.
-pub fn parse_duration(s: &str) -> Option<u64> {
-    let (num, unit) = s.trim().split_at(s.trim().find(|c: char| !c.is_ascii_digit()).unwrap_or(s.trim().len()));
-    let n: u64 = num.parse().ok()?;
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return None,
-    };
-    n.checked_mul(mult).filter(|&v| v > 0)
-}
-
 /// The daemon binary: beside this one, else on PATH.
 fn mountd() -> PathBuf {
     std::env::current_exe()
@@ -47,7 +34,10 @@ fn mountd() -> PathBuf {
 
 pub fn mount(g: &Global, node: &Path, mountpoint: &Path, foreground: bool, lock_after: Option<&str>) -> Result<(), Failure> {
     let lock_secs = lock_after
-        .map(|d| parse_duration(d).ok_or_else(|| Failure(format!("invalid --lock-after {d:?}: use e.g. 90s, 15m, 2h"), EXIT_USAGE)))
+        .map(|d| {
+            polykey::duration::parse(d)
+                .ok_or_else(|| Failure(format!("invalid --lock-after {d:?}: use e.g. 90s, 15m, 2h, 1h30m"), EXIT_USAGE))
+        })
         .transpose()?;
     if !node.exists() {
         return Err(polykey::Error::NoNode { path: node.to_owned() }.into());
@@ -68,7 +58,25 @@ pub fn mount(g: &Global, node: &Path, mountpoint: &Path, foreground: bool, lock_
     if let Some(rec) = runtime::find(node) {
         return Err(fail(format!("node {} is already mounted at {} by process {}", node.display(), rec.mountpoint.display(), rec.pid)));
     }
-    let pass = sources(g).resolve("Passphrase", false)?;
+    let src = sources(g);
+    let mut attempt = 1;
+    loop {
+        let pass = src.resolve("Passphrase", false)?;
+        match start(g, node, mountpoint, foreground, lock_secs, pass) {
+            // The daemon checks the passphrase; a typo at the prompt gets another try.
+            Err(Failure(msg, _))
+                if msg.starts_with("wrong passphrase for node ") && src.prompts() && attempt < password::PROMPT_ATTEMPTS =>
+            {
+                attempt += 1;
+                eprintln!("polykey: wrong passphrase; try again");
+            }
+            done => return done,
+        }
+    }
+}
+
+/// Starts the daemon with `pass` and waits until it reports the mount ready (or why not).
+fn start(g: &Global, node: &Path, mountpoint: &Path, foreground: bool, lock_secs: Option<u64>, pass: Passphrase) -> Result<(), Failure> {
     let (reader, mut writer) = std::io::pipe().map_err(|e| fail(format!("cannot create a pipe: {e}")))?;
     writer.write_all(pass.expose()).map_err(|e| fail(format!("cannot hand over the passphrase: {e}")))?;
     drop(writer);
@@ -255,17 +263,4 @@ pub fn status(g: &Global) -> Result<(), Failure> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn durations() {
-        assert_eq!(super::parse_duration("90"), Some(90));
-        assert_eq!(super::parse_duration("15m"), Some(900));
-        assert_eq!(super::parse_duration("2h"), Some(7200));
-        assert_eq!(super::parse_duration("0"), None);
-        assert_eq!(super::parse_duration("5x"), None);
-        assert_eq!(super::parse_duration(""), None);
-    }
 }
