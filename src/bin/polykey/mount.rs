@@ -62,7 +62,7 @@ pub fn mount(g: &Global, node: &Path, mountpoint: &Path, foreground: bool, lock_
     let mut attempt = 1;
     loop {
         let pass = src.resolve("Passphrase", false)?;
-        match start(g, node, mountpoint, foreground, lock_secs, pass) {
+        match start(g, node, mountpoint, create, foreground, lock_secs, pass) {
             // The daemon checks the passphrase; a typo at the prompt gets another try.
             Err(Failure(msg, _))
                 if msg.starts_with("wrong passphrase for node ") && src.prompts() && attempt < password::PROMPT_ATTEMPTS =>
@@ -76,7 +76,16 @@ pub fn mount(g: &Global, node: &Path, mountpoint: &Path, foreground: bool, lock_
 }
 
 /// Starts the daemon with `pass` and waits until it reports the mount ready (or why not).
-fn start(g: &Global, node: &Path, mountpoint: &Path, foreground: bool, lock_secs: Option<u64>, pass: Passphrase) -> Result<(), Failure> {
+/// `create`: make the mount point first (and remove it again if the mount fails).
+fn start(
+    g: &Global,
+    node: &Path,
+    mountpoint: &Path,
+    create: bool,
+    foreground: bool,
+    lock_secs: Option<u64>,
+    pass: Passphrase,
+) -> Result<(), Failure> {
     let (reader, mut writer) = std::io::pipe().map_err(|e| fail(format!("cannot create a pipe: {e}")))?;
     writer.write_all(pass.expose()).map_err(|e| fail(format!("cannot hand over the passphrase: {e}")))?;
     drop(writer);
