@@ -156,7 +156,9 @@ impl Node {
             log::ReplayError::Damaged(d) => Error::Damaged { node: path.to_owned(), offset: d.offset, what: d.what },
             log::ReplayError::Io(e) => read_error(e),
         })?;
-        let live = state.checkpoint_bytes();
+        // An upper bound of the live bytes (a walk of every history would cost the open
+        // more): garbage left by replaced saves is found at the first check of the session.
+        let live = state.stored_bytes();
         Ok(Node {
             path: path.to_owned(),
             storage,
@@ -639,6 +641,8 @@ impl Node {
             Error::io("cannot compact node", &self.path, e)
         })?;
         self.header_degraded = false;
+        // The checkpoint left out what no head reaches; so does memory from now on.
+        self.state.prune().map_err(|what| Error::Corrupt { node: self.path.clone(), what })?;
         Ok(())
     }
 

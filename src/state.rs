@@ -164,9 +164,42 @@ impl Repo {
         Ok(seen)
     }
 
-    /// Approximate bytes this repository takes in a checkpoint.
-    fn checkpoint_bytes(&self) -> u64 {
+    /// Approximate bytes all the objects this repository holds would take in a checkpoint:
+    /// an upper bound of [`Repo::live_bytes`] that costs no walk of the history.
+    fn stored_bytes(&self) -> u64 {
         self.objects.index.values().map(|&(_, len)| member_bytes(len as usize)).sum::<u64>() + 3 * 1024
+    }
+
+    /// Approximate bytes this repository takes in a checkpoint, which keeps only what the
+    /// head reaches: the commits a save replaced (`Node::put_amending`) are not live.
+    fn live_bytes(&self) -> u64 {
+        match self.reachable() {
+            Ok(keep) => {
+                keep.iter().filter_map(|oid| self.objects.index.get(oid)).map(|&(_, len)| member_bytes(len as usize)).sum::<u64>()
+                    + 3 * 1024
+            }
+            Err(_) => self.stored_bytes(),
+        }
+    }
+
+    /// Drops the objects the head does not reach (what a checkpoint leaves out), so that
+    /// memory and [`Repo::stored_bytes`] follow the live state; keeps everything if the
+    /// history cannot be walked.
+    fn prune(&mut self) -> Result<(), String> {
+        let Ok(keep) = self.reachable() else { return Ok(()) };
+        if keep.len() == self.objects.index.len() {
+            return Ok(());
+        }
+        let mut kept = Objects::default();
+        let mut ids: Vec<Oid> = keep.into_iter().filter(|oid| self.objects.index.contains_key(oid)).collect();
+        ids.sort_by_key(|oid| self.objects.index[oid].0);
+        kept.reserve(ids.len(), ids.iter().map(|oid| self.objects.index[oid].1 as usize).sum());
+        for oid in ids {
+            kept.insert(oid, self.objects.get(&oid).expect("indexed").to_vec())?;
+        }
+        self.objects = kept;
+        self.tree = OnceLock::new();
+        Ok(())
     }
 }
 
@@ -289,11 +322,25 @@ impl State {
         repos.chain(tags)
     }
 
-    /// Approximate size of a checkpoint of this state, in bytes.
+    /// Approximate size of a checkpoint of this state, in bytes. Walks every repository's
+    /// history.
     pub fn checkpoint_bytes(&self) -> u64 {
-        let repos: u64 = self.repos.values().map(|r| r.checkpoint_bytes()).sum();
-        let tags: u64 = self.tags.values().map(|t| 1024 + t.len() as u64 * 1536).sum();
-        repos + tags
+        self.repos.values().map(|r| r.live_bytes()).sum::<u64>() + self.tag_bytes()
+    }
+
+    /// An upper bound of [`State::checkpoint_bytes`] without walking any history: it also
+    /// counts objects the heads no longer reach.
+    pub fn stored_bytes(&self) -> u64 {
+        self.repos.values().map(|r| r.stored_bytes()).sum::<u64>() + self.tag_bytes()
+    }
+
+    fn tag_bytes(&self) -> u64 {
+        self.tags.values().map(|t| 1024 + t.len() as u64 * 1536).sum()
+    }
+
+    /// Drops from memory the objects no head reaches (after a checkpoint left them out).
+    pub fn prune(&mut self) -> Result<(), String> {
+        self.repos.values_mut().try_for_each(|r| r.prune())
     }
 
     /// The tag entries that point at `repo/secret`.

@@ -9,6 +9,7 @@ mod crashstorm;
 mod editors;
 mod faultinjection;
 mod faults;
+mod growth;
 mod import;
 mod mount;
 mod mounted;
