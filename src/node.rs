@@ -6,19 +6,23 @@
 
 use crate::crypto::kdf::KdfParams;
 use crate::error::{Error, Result};
-use crate::format::header::{Header, HeaderError};
+use crate::format::header::{Header, HeaderError, FEATURE_TREE_DELTAS};
 use crate::format::journal::{self, Record};
 use crate::format::log::{self, Position};
 use crate::git::{self, ObjectError};
 use crate::name::Name;
 use crate::secret::{Key, Passphrase, SecretBytes};
-use crate::state::State;
+use crate::state::{State, Stored};
 use crate::storage::{FileStorage, Storage};
 use git2::{ObjectType, Oid};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Trees of at least this many bytes are saved as a delta against their parent's tree (when
+/// the delta is at most half their size): smaller ones cost one tar member either way, and a
+/// node of small repositories keeps the version 1 format without feature bits.
+const DELTA_MIN_TREE_BYTES: usize = 4096;
 /// Compaction is considered once the log holds this much more than the live state.
 const COMPACT_MIN_GARBAGE_BYTES: u64 = 1 << 20;
 /// How long a command waits for another process's lock on the node before giving up.
@@ -59,6 +63,9 @@ pub struct Node {
     storage: Box<dyn Storage>,
     header: Header,
     key: Key,
+    /// The key-encryption key the data key is wrapped under: setting a required feature bit
+    /// wraps it again (the bits are bound into the wrap), and the passphrase is long gone.
+    kek: Key,
     pos: Position,
     state: State,
     pending: journal::Writer,
@@ -72,6 +79,9 @@ pub struct Node {
     /// A header write failed part-way (compaction, passphrase change): a slot on disk may
     /// name a checkpoint this node no longer counts on. Settled before the next write.
     header_unsure: bool,
+    /// Required feature bits the queued records need (set in the header before they are
+    /// written, so that an older polykey refuses the node rather than calling it damaged).
+    pending_features: u32,
 }
 
 fn lock_file(file: &File, path: &Path, access: Access) -> Result<()> {
@@ -106,7 +116,7 @@ impl Node {
             _ => Error::io("cannot create node", path, e),
         })?;
         lock_file(&file, path, Access::Write)?;
-        let (mut header, key) = Header::create(pass, params).map_err(|e| Error::io("cannot create node", path, e))?;
+        let (mut header, key, kek) = Header::create(pass, params).map_err(|e| Error::io("cannot create node", path, e))?;
         let mut storage = FileStorage::new(file);
         let written = log::write_header(&mut storage, &mut header, &key).and_then(|()| {
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -123,6 +133,7 @@ impl Node {
             storage: Box::new(storage),
             header,
             key,
+            kek,
             pos,
             state: State::default(),
             pending: journal::Writer::new(),
@@ -131,6 +142,7 @@ impl Node {
             header_degraded: false,
             discarded: None,
             header_unsure: false,
+            pending_features: 0,
         })
     }
 
@@ -149,7 +161,7 @@ impl Node {
     pub fn open_storage(path: &Path, storage: Box<dyn Storage>, pass: &Passphrase, access: Access) -> Result<Node> {
         let read_error = |e| Error::io("cannot read node", path, e);
         let (_, head) = header_region(storage.as_ref()).map_err(read_error)?;
-        let (header, key, both) = Header::open(&head, pass).map_err(|e| header_error(path, e))?;
+        let (header, key, kek, both) = Header::open_keys(&head, pass).map_err(|e| header_error(path, e))?;
         let mut state = State::default();
         let mut replay = Replay { state: &mut state, parser: journal::Parser::new(), reset: false, staged: None };
         let replayed = log::replay_storage(storage.as_ref(), &header, &key, &mut replay).map_err(|e| match e {
@@ -164,6 +176,7 @@ impl Node {
             storage,
             header,
             key,
+            kek,
             pos: replayed.position,
             state,
             pending: journal::Writer::new(),
@@ -172,6 +185,7 @@ impl Node {
             header_degraded: !both,
             discarded: replayed.discarded,
             header_unsure: false,
+            pending_features: 0,
         })
     }
 
@@ -211,6 +225,9 @@ impl Node {
 
     fn record(&mut self, record: Record) -> Result<()> {
         assert_eq!(self.access, Access::Write, "write on a node opened read-only");
+        if matches!(record, Record::Delta(..)) {
+            self.pending_features |= FEATURE_TREE_DELTAS;
+        }
         self.pending.push(&record);
         self.state.apply(record).map_err(|what| Error::Corrupt { node: self.path.clone(), what })
     }
@@ -256,15 +273,42 @@ impl Node {
 
     /// Commits `tree` with `parent` as the new head of `repo` (queued).
     fn commit_on(&mut self, repo: &Name, tree: &git::Tree, message: &[u8], extra: Vec<(Oid, Vec<u8>)>, parent: Option<Oid>) -> Result<Oid> {
-        let (tree_oid, tree_z) = git::encode(ObjectType::Tree, &git::tree_body(tree));
+        let tree_body = git::tree_body(tree);
+        let tree_oid = Oid::hash_object(ObjectType::Tree, &tree_body).expect("hashing an in-memory buffer cannot fail");
         let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let body = git::commit_body(tree_oid, parent.as_slice(), time, message);
         let (commit_oid, commit_z) = git::encode(ObjectType::Commit, &body);
-        for (oid, z) in extra.into_iter().chain([(tree_oid, tree_z), (commit_oid, commit_z)]) {
+        for (oid, z) in extra {
             self.record_object(repo, oid, z)?;
         }
+        match self.tree_delta(repo, parent, tree_oid, &tree_body)? {
+            Some(delta) => self.record(Record::Delta(repo.clone(), tree_oid, delta))?,
+            None => self.record_object(repo, tree_oid, git::encode(ObjectType::Tree, &tree_body).1)?,
+        }
+        self.record_object(repo, commit_oid, commit_z)?;
         self.record(Record::Head(repo.clone(), commit_oid))?;
         Ok(commit_oid)
+    }
+
+    /// The delta to record tree `oid` (body `body`) as, against the tree of `parent`: `None`
+    /// to record it whole (a small tree, no parent, a delta not much smaller, or a tree the
+    /// repository already holds intact).
+    fn tree_delta(&self, repo: &Name, parent: Option<Oid>, oid: Oid, body: &[u8]) -> Result<Option<Vec<u8>>> {
+        let r = self.repo(repo)?;
+        let Some(parent) = parent.filter(|_| body.len() >= DELTA_MIN_TREE_BYTES && !(r.has(oid) && r.read(oid, ObjectType::Tree).is_ok()))
+        else {
+            return Ok(None);
+        };
+        let base = r.commit(parent).map_err(|e| self.corrupt(e))?.tree;
+        // The parent is the head but for a replaced save (`put_amending`): its tree is at hand.
+        let delta = if r.tree_id().map_err(|e| self.corrupt(e))? == Some(base) {
+            git::delta::diff(base, r.tree().map_err(|e| self.corrupt(e))?.body(), body)
+        } else {
+            let whole = r.read(base, ObjectType::Tree).map_err(|e| self.corrupt(e))?;
+            git::index_tree(base, &whole).map_err(|e| self.corrupt(e))?;
+            git::delta::diff(base, &whole, body)
+        };
+        Ok((delta.len() * 2 <= body.len()).then_some(delta))
     }
 
     /// Records object `oid` (good bytes `z`) in `repo` unless an intact copy is there already:
@@ -427,7 +471,13 @@ impl Node {
             return Err(Error::Exists { what: format!("repository {to}") });
         }
         let r = self.repo(from)?;
-        let objects: Vec<(Oid, Vec<u8>)> = r.objects().map(|(o, z)| (*o, z.to_vec())).collect();
+        let objects: Vec<Record> = r
+            .objects()
+            .map(|(o, stored)| match stored {
+                Stored::Loose(z) => Record::Object(to.clone(), *o, z.to_vec()),
+                Stored::Delta(d) => Record::Delta(to.clone(), *o, d.to_vec()),
+            })
+            .collect();
         let head = r.head();
         let links: Vec<(Name, Name, Name)> = self
             .state
@@ -436,8 +486,8 @@ impl Node {
             .flat_map(|(t, es)| es.iter().filter(|(_, (rr, _))| rr == from).map(|(e, (_, s))| (t.clone(), e.clone(), s.clone())))
             .collect();
         self.record(Record::Repo(to.clone()))?;
-        for (oid, z) in objects {
-            self.record(Record::Object(to.clone(), oid, z))?;
+        for object in objects {
+            self.record(object)?;
         }
         if let Some(h) = head {
             self.record(Record::Head(to.clone(), h))?;
@@ -534,14 +584,22 @@ impl Node {
             let changed = match secret {
                 None => true,
                 Some(s) => {
-                    let mine = r.read_tree(c.tree).map_err(|e| self.corrupt(e))?.get(s).copied();
                     let parent = match c.parents.first() {
-                        Some(p) => {
-                            r.read_tree(r.commit(*p).map_err(|e| self.corrupt(e))?.tree).map_err(|e| self.corrupt(e))?.get(s).copied()
-                        }
+                        Some(p) => Some(r.commit(*p).map_err(|e| self.corrupt(e))?.tree),
                         None => None,
                     };
-                    mine != parent
+                    // A tree saved as a delta against its parent's names what changed.
+                    match parent.and_then(|p| r.delta_touches(c.tree, p, s)) {
+                        Some(touched) => touched.map_err(|e| self.corrupt(e))?,
+                        None => {
+                            let mine = r.read_tree(c.tree).map_err(|e| self.corrupt(e))?.get(s).copied();
+                            let theirs = match parent {
+                                Some(p) => r.read_tree(p).map_err(|e| self.corrupt(e))?.get(s).copied(),
+                                None => None,
+                            };
+                            mine != theirs
+                        }
+                    }
                 }
             };
             if changed {
@@ -561,6 +619,7 @@ impl Node {
     pub fn save(&mut self) -> Result<SaveStats> {
         let mut stats = SaveStats::default();
         if !self.pending.is_empty() {
+            self.settle_features().map_err(|e| Error::io("cannot write node", &self.path, e))?;
             let txn = std::mem::take(&mut self.pending).into_bytes();
             let mut written =
                 self.settle_header().and_then(|()| log::append(self.storage.as_mut(), &self.header, &self.key, &mut self.pos, &txn, false));
@@ -619,6 +678,22 @@ impl Node {
         Ok(())
     }
 
+    /// Sets in the header the required feature bits the queued records need, before they are
+    /// written: an older polykey then refuses the node as needing a newer version.
+    fn settle_features(&mut self) -> std::io::Result<()> {
+        let want = self.header.required_features | self.pending_features;
+        if want != self.header.required_features {
+            self.settle_header()?;
+            let mut h = self.header.clone();
+            h.require(want, &self.kek, &self.key)?;
+            h.generation += 1;
+            log::write_header(self.storage.as_mut(), &mut h, &self.key).inspect_err(|_| self.header_unsure = true)?;
+            self.header = h;
+        }
+        self.pending_features = 0;
+        Ok(())
+    }
+
     /// Rewrites the node as a single checkpoint of the live state.
     pub fn compact(&mut self) -> Result<()> {
         assert!(self.pending.is_empty(), "save before compacting");
@@ -659,13 +734,14 @@ impl Node {
         params.check().map_err(|what| Error::Passphrase(format!("refusing Argon2 parameters: {what}")))?;
         self.settle_header().map_err(|e| Error::io("cannot write node", &self.path, e))?;
         let mut h = self.header.clone();
-        h.wrap(new, params, &self.key).map_err(|e| Error::io("cannot change passphrase of", &self.path, e))?;
+        let kek = h.wrap(new, params, &self.key).map_err(|e| Error::io("cannot change passphrase of", &self.path, e))?;
         h.generation += 1;
         log::write_header(self.storage.as_mut(), &mut h, &self.key).map_err(|e| {
             self.header_unsure = true;
             Error::io("cannot write node", &self.path, e)
         })?;
         self.header = h;
+        self.kek = kek;
         self.header_degraded = false;
         Ok(())
     }

@@ -18,6 +18,9 @@ pub enum Record {
     Repo(Name),
     /// `repos/<repo>/.git/objects/xx/yyyy…` (file): a loose git object (zlib bytes).
     Object(Name, Oid, Vec<u8>),
+    /// `repos/<repo>/.git/deltas/xx/yyyy…` (file): a tree stored as a delta against an
+    /// earlier tree of the repository (see [`crate::git::delta`]); needs feature bit 0x1.
+    Delta(Name, Oid, Vec<u8>),
     /// `repos/<repo>/.git/refs/heads/main` (file, `<hex>\n`): the branch head.
     Head(Name, Oid),
     /// `tags/<tag>/` (directory): the tag exists.
@@ -82,6 +85,12 @@ pub(crate) fn path_of(parts: &[&[u8]]) -> Vec<u8> {
 pub(crate) fn object_path(repo: &Name, oid: Oid) -> Vec<u8> {
     let hex = oid.to_string();
     path_of(&[b"repos", repo.as_bytes(), b".git/objects", &hex.as_bytes()[..2], &hex.as_bytes()[2..]])
+}
+
+/// `repos/<repo>/.git/deltas/xx/yyyy…`: where a tree delta is recorded.
+pub(crate) fn delta_path(repo: &Name, oid: Oid) -> Vec<u8> {
+    let hex = oid.to_string();
+    path_of(&[b"repos", repo.as_bytes(), b".git/deltas", &hex.as_bytes()[..2], &hex.as_bytes()[2..]])
 }
 
 /// A byte path as a `Path` for the tar crate (lossless on Unix).
@@ -168,6 +177,7 @@ impl Writer {
         let written = match record {
             Record::Repo(r) => add_dir(tar, &path_of(&[b"repos", r.as_bytes()]), 0),
             Record::Object(r, oid, z) => add_file(tar, &object_path(r, *oid), 0o400, 0, z),
+            Record::Delta(r, oid, d) => add_file(tar, &delta_path(r, *oid), 0o400, 0, d),
             Record::Head(r, oid) => {
                 let p = path_of(&[b"repos", r.as_bytes(), HEAD_SUFFIX]);
                 add_file(tar, &p, 0o600, 0, format!("{oid}\n").as_bytes())
@@ -434,6 +444,12 @@ fn fast_file(path: &[u8], data: &[u8]) -> Option<Record> {
         let hex = data.strip_suffix(b"\n")?;
         return Some(Record::Head(name(NameKind::Repo, r)?, oid_from_hex(hex, &[])?));
     }
+    if let Some(obj) = rest.strip_prefix(b".git/deltas/") {
+        if obj.len() != 41 || obj[2] != b'/' {
+            return None;
+        }
+        return Some(Record::Delta(name(NameKind::Repo, r)?, oid_from_hex(&obj[..2], &obj[3..])?, data.to_vec()));
+    }
     let obj = rest.strip_prefix(b".git/objects/")?;
     if obj.len() != 41 || obj[2] != b'/' {
         return None;
@@ -535,7 +551,7 @@ pub fn wipe_records(records: &mut Vec<Record>) {
 
 /// Wipes the object bytes a record holds (the only part that may be secret).
 pub fn wipe_record(record: &mut Record) {
-    if let Record::Object(_, _, z) = record {
+    if let Record::Object(_, _, z) | Record::Delta(_, _, z) = record {
         z.zeroize();
     }
 }
@@ -556,12 +572,13 @@ fn parse_file(path: &[u8], parts: &[&[u8]], data: Vec<u8>) -> Option<Record> {
         };
     }
     match parts {
-        [b"repos", r, b".git", b"objects", xx, rest] if xx.len() == 2 && rest.len() == 38 => {
+        [b"repos", r, b".git", dir @ (b"objects" | b"deltas"), xx, rest] if xx.len() == 2 && rest.len() == 38 => {
             let hex = std::str::from_utf8(&[*xx, *rest].concat()).ok()?.to_owned();
             if hex.bytes().any(|b| b.is_ascii_uppercase()) {
                 return None;
             }
-            Some(Record::Object(name(NameKind::Repo, r)?, git2::Oid::from_str(&hex).ok()?, data))
+            let (r, oid) = (name(NameKind::Repo, r)?, git2::Oid::from_str(&hex).ok()?);
+            Some(if *dir == b"objects" { Record::Object(r, oid, data) } else { Record::Delta(r, oid, data) })
         }
         [b"repos", r, b".git", b"refs", b"heads", b"main"] => {
             let hex = std::str::from_utf8(data.strip_suffix(b"\n")?).ok()?;
@@ -597,6 +614,8 @@ mod tests {
             Record::Repo(n(NameKind::Repo, &long)),
             Record::Object(n(NameKind::Repo, &long), oid, z.clone()),
             Record::Object(n(NameKind::Repo, b"r"), oid, z),
+            Record::Delta(n(NameKind::Repo, &long), oid, vec![7; 60]),
+            Record::Delta(n(NameKind::Repo, b"r"), oid, oid.as_bytes().to_vec()),
             Record::Head(n(NameKind::Repo, b"r"), oid),
             Record::Tag(n(NameKind::Tag, "☃".as_bytes())),
             Record::Link {

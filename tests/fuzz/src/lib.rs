@@ -33,7 +33,7 @@ pub struct TestNode {
 pub fn test_node() -> &'static TestNode {
     static NODE: OnceLock<TestNode> = OnceLock::new();
     NODE.get_or_init(|| {
-        let (header, key) = Header::create(&pass(), FAST_KDF).expect("the OS has randomness");
+        let (header, key, _) = Header::create(&pass(), FAST_KDF).expect("the OS has randomness");
         let slot = header.encode();
         TestNode { header, key, slots: [slot, slot].concat() }
     })
