@@ -218,7 +218,13 @@ impl RecordGen {
 
     /// One journal record.
     pub fn record(&mut self, u: &mut Unstructured<'_>) -> Result<Record> {
-        Ok(match u.int_in_range(0..=8)? {
+        Ok(match u.int_in_range(0..=9)? {
+            9 => {
+                // A tree delta: a known id as its base, then arbitrary operations.
+                let repo = name(u, NameKind::Repo)?;
+                let (oid, base) = (self.oid(u)?, self.oid(u)?);
+                Record::Delta(repo, oid, [base.as_bytes(), bytes(u, 96)?].concat())
+            }
             0 => Record::Repo(name(u, NameKind::Repo)?),
             1 | 2 => {
                 let repo = name(u, NameKind::Repo)?;
