@@ -225,7 +225,7 @@ impl Node {
 
     fn record(&mut self, record: Record) -> Result<()> {
         assert_eq!(self.access, Access::Write, "write on a node opened read-only");
-        if matches!(record, Record::Delta(..)) {
+        if matches!(record, Record::Delta(..) | Record::Save { .. }) {
             self.pending_features |= FEATURE_TREE_DELTAS;
         }
         self.pending.push(&record);
@@ -282,11 +282,16 @@ impl Node {
             self.record_object(repo, oid, z)?;
         }
         match self.tree_delta(repo, parent, tree_oid, &tree_body)? {
-            Some(delta) => self.record(Record::Delta(repo.clone(), tree_oid, delta))?,
-            None => self.record_object(repo, tree_oid, git::encode(ObjectType::Tree, &tree_body).1)?,
+            // The commit, its tree and the head in one member (a big repository's save).
+            Some(delta) => {
+                self.record(Record::Save { repo: repo.clone(), commit: commit_oid, commit_z, tree: tree_oid, delta })?;
+            }
+            None => {
+                self.record_object(repo, tree_oid, git::encode(ObjectType::Tree, &tree_body).1)?;
+                self.record_object(repo, commit_oid, commit_z)?;
+                self.record(Record::Head(repo.clone(), commit_oid))?;
+            }
         }
-        self.record_object(repo, commit_oid, commit_z)?;
-        self.record(Record::Head(repo.clone(), commit_oid))?;
         Ok(commit_oid)
     }
 

@@ -269,6 +269,26 @@ impl Repo {
         Ok(seen)
     }
 
+    /// The commits the head reaches whose tree is held as a delta, each tree given to one
+    /// commit: commit → tree (a checkpoint writes each pair as one save record).
+    fn saves(&self) -> HashMap<Oid, Oid> {
+        let mut out = HashMap::new();
+        let mut trees = std::collections::HashSet::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut commits: Vec<Oid> = self.head.into_iter().collect();
+        while let Some(c) = commits.pop() {
+            if !seen.insert(c) {
+                continue;
+            }
+            let Ok(commit) = self.commit(c) else { continue };
+            if matches!(self.objects.stored(&commit.tree), Some(Stored::Delta(_))) && trees.insert(commit.tree) {
+                out.insert(c, commit.tree);
+            }
+            commits.extend(commit.parents);
+        }
+        out
+    }
+
     /// Approximate bytes all the objects this repository holds would take in a checkpoint:
     /// an upper bound of [`Repo::live_bytes`] that costs no walk of the history.
     fn stored_bytes(&self) -> u64 {
@@ -352,6 +372,12 @@ impl State {
                 let repo = self.repos.get_mut(&r).ok_or_else(|| missing_repo(&r))?;
                 repo.objects.insert(oid, d, true)?;
             }
+            Record::Save { repo: r, commit, commit_z, tree, delta } => {
+                let repo = self.repos.get_mut(&r).ok_or_else(|| missing_repo(&r))?;
+                repo.objects.insert(commit, commit_z, false)?;
+                repo.objects.insert(tree, delta, true)?;
+                repo.set_head(&r, commit)?;
+            }
             Record::Head(r, oid) => {
                 let repo = self.repos.get_mut(&r).ok_or_else(|| missing_repo(&r))?;
                 repo.set_head(&r, oid)?;
@@ -426,10 +452,18 @@ impl State {
             let keep = repo.reachable().ok();
             let mut objects: Vec<_> = repo.objects().filter(|(oid, _)| keep.as_ref().is_none_or(|k| k.contains(oid))).collect();
             objects.sort_by_key(|(oid, _)| **oid);
+            // A commit and its tree delta go in one save record, as a save writes them.
+            let saves = repo.saves();
+            let bundled: std::collections::HashSet<Oid> = saves.values().copied().collect();
             std::iter::once(Record::Repo(name.clone()))
-                .chain(objects.into_iter().map(|(oid, stored)| match stored {
-                    Stored::Loose(z) => Record::Object(name.clone(), *oid, z.to_vec()),
-                    Stored::Delta(d) => Record::Delta(name.clone(), *oid, d.to_vec()),
+                .chain(objects.into_iter().filter(move |(oid, _)| !bundled.contains(oid)).map(move |(oid, stored)| {
+                    match (stored, saves.get(oid).and_then(|t| Some((*t, repo.objects.stored(t)?)))) {
+                        (Stored::Loose(z), Some((tree, Stored::Delta(d)))) => {
+                            Record::Save { repo: name.clone(), commit: *oid, commit_z: z.to_vec(), tree, delta: d.to_vec() }
+                        }
+                        (Stored::Loose(z), _) => Record::Object(name.clone(), *oid, z.to_vec()),
+                        (Stored::Delta(d), _) => Record::Delta(name.clone(), *oid, d.to_vec()),
+                    }
                 }))
                 .chain(repo.head.map(|h| Record::Head(name.clone(), h)))
         });

@@ -2364,6 +2364,25 @@ fn delta_vectors(out: &mut Out) {
     let mut with_bad = model.clone();
     with_bad.secrets.insert((b"bad".to_vec(), b"key".to_vec()), b"s3cr3t".to_vec());
     with_bad.secrets.insert((b"bad".to_vec(), b"more".to_vec()), b"s3cr3t".to_vec());
+    // The same commit and delta as one save record (what a save of a big repository writes).
+    let (c1, c1z) = enc(Commit, &polykey::git::commit_body(t1, &[], 1_700_000_000, b"Add more\n"));
+    let as_save = |commit_z: Vec<u8>, delta: Vec<u8>| {
+        let rs = vec![
+            Record::Repo(bad.clone()),
+            Record::Object(bad.clone(), blob, blob_z.clone()),
+            Record::Object(bad.clone(), t0, t0z.clone()),
+            Record::Save { repo: bad.clone(), commit: c1, commit_z, tree: t1, delta },
+        ];
+        with_txn(&base, &records(&rs), false)
+    };
+    out.add(
+        "tree_delta_save_valid",
+        Expect::Success,
+        PASSWORD,
+        "a hand-made save record: the commit, its tree as a delta, the head",
+        &with_bad,
+        as_save(c1z.clone(), good.clone()),
+    );
     out.add("tree_delta_valid", Expect::Success, PASSWORD, "a hand-made delta: t0 plus the entry more", &with_bad, save(t1, good.clone()));
     let mut corrupt = |name: &str, comment: &str, bytes: Vec<u8>, says: String| {
         let comment = format!("{comment}, in a validly encrypted last save: the node opens, listing the secrets of bad fails");
@@ -2406,6 +2425,22 @@ fn delta_vectors(out: &mut Out) {
         "a delta whose base is itself (a chain that loops)",
         save(t1, looped),
         format!("object {t1} is not a valid flat tree delta chain"),
+    );
+    corrupt(
+        "tree_delta_save_bad_delta",
+        "a save record whose delta has an unknown operation",
+        as_save(c1z.clone(), {
+            let mut d = good.clone();
+            d[20] = 9;
+            d
+        }),
+        format!("object {t1} is not a valid flat tree delta"),
+    );
+    corrupt(
+        "tree_delta_save_commit_garbled",
+        "a save record whose commit bytes are not zlib",
+        as_save(filler(14, c1z.len()), good.clone()),
+        format!("object {c1} is malformed"),
     );
     let wrong = [t0.as_bytes(), &[2, 4], b"mose", blob.as_bytes()].concat();
     corrupt(
@@ -2492,9 +2527,9 @@ fn delta_fixture_opens_with_every_secret_and_commit() {
 
 /// The history of `big` in the tree-deltas fixture, newest first.
 const DELTA_FIXTURE_IDS: [&str; 5] = [
-    "01a66391a84fff95357676b6a543171063632f6a",
-    "a10de51ddea3d4e35115b24b8ce00d1c678a8a92",
-    "6176c2b5daa57af981f8d657b040b0c2103a1be4",
-    "9770bb34948bbc2f6ba2ba3fb5a412581c9cf07b",
-    "e975e2cb44c5e2218a06eceacbf4812804e0496e",
+    "a785a4980e0367f9a3f7efda108f89ddba2d863a",
+    "5eef70d1d25ae66b7bfb914074e1cbdedbae0afa",
+    "c88bc8a8e0155ead575b855c6cb31ce6fcedca5f",
+    "c64c42cbe2181a26892702c8a389ba116c13a92f",
+    "b51682c62a9ee319343deda527038714095b6219",
 ];

@@ -218,7 +218,13 @@ impl RecordGen {
 
     /// One journal record.
     pub fn record(&mut self, u: &mut Unstructured<'_>) -> Result<Record> {
-        Ok(match u.int_in_range(0..=9)? {
+        Ok(match u.int_in_range(0..=10)? {
+            10 => {
+                // A save: a commit's bytes and a tree delta, arbitrary.
+                let repo = name(u, NameKind::Repo)?;
+                let (commit, tree) = (self.oid(u)?, self.oid(u)?);
+                Record::Save { repo, commit, commit_z: bytes(u, 64)?.to_vec(), tree, delta: bytes(u, 96)?.to_vec() }
+            }
             9 => {
                 // A tree delta: a known id as its base, then arbitrary operations.
                 let repo = name(u, NameKind::Repo)?;
