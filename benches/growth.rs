@@ -4,7 +4,10 @@
 //! size, the process's peak RSS (each scenario runs in a child process of its own, VmHWM), the
 //! bytes a later one-secret save writes (100 saves after the N: 50 updates, 50 new secrets),
 //! and, on the resulting nodes, `Node::open` time and peak RSS and `polykey get`/`polykey ls`
-//! wall time (the CLI opens the node itself: nothing is mounted). Asserts nothing.
+//! wall time (the CLI opens the node itself: nothing is mounted). Then one open secret saved
+//! again and again (2,000 × 100 KiB, each save replacing the last one's commit, as a file kept
+//! open through the mount does with `Node::put_amending`): node size and peak RSS. Asserts
+//! nothing.
 //!
 //! Run: `cargo bench --bench growth` (or `scripts/bench/growth.sh`, which also builds the CLI).
 //! Sizes: POLYKEY_GROWTH_SIZES (default 1000,10000). The CLI is `target/release/polykey`
@@ -78,6 +81,25 @@ fn scenario(what: &str, n: usize, path: &Path) {
             }
             println!("later_save_max_bytes={}", later.iter().max().unwrap());
             println!("later_save_mean_bytes={}", later.iter().sum::<u64>() / later.len() as u64);
+        }
+        "amend" => {
+            let mut node = Node::create(path, &pass(), FAST).unwrap();
+            let s = name(NameKind::Secret, "open");
+            let mut last = None;
+            let mut value = vec![0u8; 100 << 10];
+            let mut x = 0x9e37_79b9_7f4a_7c15u64;
+            for _ in 0..n {
+                // Bytes that do not compress, new at every save (a secret file being edited).
+                for b in value.iter_mut() {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    *b = x as u8;
+                }
+                last = node.put_amending(&repo, &s, &value, last).unwrap();
+                node.save().unwrap();
+            }
+            println!("node_bytes={}", node.file_len());
         }
         "open" => {
             let mut times = Vec::new();
@@ -174,4 +196,11 @@ fn main() {
         let _ = std::fs::remove_file(&oneby_path);
         let _ = std::fs::remove_file(&imported_path);
     }
+    let amend_path = dir.path().join("amend.node");
+    let amend = child("amend", 2000, &amend_path);
+    println!(
+        "\nOne open secret, 2,000 saves of 100 KiB each replacing the last: node {}, peak RSS {}",
+        mib(&amend["node_bytes"]),
+        mib(&amend["peak_rss"])
+    );
 }
