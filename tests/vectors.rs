@@ -2326,7 +2326,7 @@ fn delta_node() -> (Vec<u8>, Content) {
     (bytes, b.model)
 }
 
-/// Tree deltas: a node that holds them opens to its content, and deltas that do not rebuild
+/// Tree deltas: a node that holds them (tree delta and save records) opens to its content, and deltas that do not rebuild
 /// (bad bytes, an unknown operation, a missing base, a chain that loops, a result that does
 /// not hash to the id) are damage when the tree is read.
 fn delta_vectors(out: &mut Out) {
@@ -2340,6 +2340,9 @@ fn delta_vectors(out: &mut Out) {
         &model,
         base.clone(),
     );
+    // The hand-made records go on a small node (a reader does not look at the feature bit:
+    // the writer sets it), so that each vector stays small.
+    let (base, model) = target_node();
     let bad = name(NameKind::Repo, b"bad");
     let enc = |kind, body: &[u8]| polykey::git::encode(kind, body);
     let (blob, blob_z) = enc(Blob, b"s3cr3t");
