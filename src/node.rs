@@ -168,9 +168,12 @@ impl Node {
             log::ReplayError::Damaged(d) => Error::Damaged { node: path.to_owned(), offset: d.offset, what: d.what },
             log::ReplayError::Io(e) => read_error(e),
         })?;
-        // An upper bound of the live bytes (a walk of every history would cost the open
-        // more): garbage left by replaced saves is found at the first check of the session.
-        let live = state.stored_bytes();
+        // The live size needs a walk of every history, too dear for an open: the first check
+        // comes once the log has grown by an eighth (at least 1 MiB), so that a node left
+        // full of replaced saves (by an older polykey, or a session that ended early) is
+        // compacted by a later session that writes, while a command's single save costs
+        // no walk.
+        let end = replayed.position.end;
         Ok(Node {
             path: path.to_owned(),
             storage,
@@ -180,7 +183,7 @@ impl Node {
             pos: replayed.position,
             state,
             pending: journal::Writer::new(),
-            compact_at: replayed.position.end.max(2 * live + COMPACT_MIN_GARBAGE_BYTES),
+            compact_at: end + (end / 8).max(COMPACT_MIN_GARBAGE_BYTES),
             access,
             header_degraded: !both,
             discarded: replayed.discarded,

@@ -197,3 +197,61 @@ proptest! {
         prop_assert_eq!(history(&node, &r), before);
     }
 }
+
+/// A node already full of replaced saves when it is opened (left by an older polykey, which
+/// never compacted them, or by a session that ended first): a later session that writes
+/// compacts it once its log has grown by an eighth (at least 1 MiB), not only after doubling
+/// a file that was mostly garbage.
+#[test]
+fn a_node_left_full_of_replaced_saves_is_compacted_by_a_later_session() {
+    use git2::ObjectType::{Blob, Commit, Tree};
+    use polykey::format::{header::Header, journal, log};
+    use polykey::storage::MemStorage;
+    let t = TempNode::new();
+    let (r, s) = (repo("r"), secret("open"));
+    let mut node = t.create();
+    node.put(&r, &s, b"first").unwrap();
+    node.save().unwrap();
+    drop(node);
+    // 30 saves of 100 KiB, each replacing the last, in one transaction, as the log holds them.
+    let mut w = journal::Writer::new();
+    for i in 0..30 {
+        let (blob, blob_z) = polykey::git::encode(Blob, &noise(i, 100 << 10));
+        let (tree, tree_z) = polykey::git::encode(Tree, &polykey::git::tree_body(&[(s.clone(), blob)].into()));
+        let (commit, commit_z) =
+            polykey::git::encode(Commit, &polykey::git::commit_body(tree, &[], 1_700_000_000 + i64::from(i), b"Update open\n"));
+        for (oid, z) in [(blob, blob_z), (tree, tree_z), (commit, commit_z)] {
+            w.push(&journal::Record::Object(r.clone(), oid, z));
+        }
+        w.push(&journal::Record::Head(r.clone(), commit));
+    }
+    let bytes = std::fs::read(&t.path).unwrap();
+    let (header, key, _) = Header::open(&bytes, &crate::util::pass()).unwrap();
+    let mut pos = log::replay(&bytes, &header, &key, |_| Ok(())).unwrap().position;
+    let mut storage = MemStorage { bytes };
+    log::append(&mut storage, &header, &key, &mut pos, &w.into_bytes(), false).unwrap();
+    std::fs::write(&t.path, &storage.bytes).unwrap();
+    let bloated = storage.bytes.len() as u64;
+    assert!(bloated > 3 << 20);
+
+    let mut node = t.open().unwrap();
+    assert_eq!(&node.get(&r, &s).unwrap()[..], &noise(29, 100 << 10)[..]);
+    let mut compacted = false;
+    for i in 0..1000 {
+        node.put(&r, &secret("small"), format!("{i}").as_bytes()).unwrap();
+        compacted |= node.save().unwrap().compacted;
+        if compacted {
+            break;
+        }
+    }
+    assert!(
+        compacted,
+        "never compacted: {} bytes, live {} stored {}",
+        node.file_len(),
+        node.state().checkpoint_bytes(),
+        node.state().stored_bytes()
+    );
+    assert!(node.file_len() < 1 << 20, "{} bytes after compaction, {bloated} before", node.file_len());
+    drop(node);
+    assert_eq!(&t.open().unwrap().get(&r, &s).unwrap()[..], &noise(29, 100 << 10)[..]);
+}
