@@ -255,3 +255,29 @@ fn a_node_left_full_of_replaced_saves_is_compacted_by_a_later_session() {
     drop(node);
     assert_eq!(&t.open().unwrap().get(&r, &s).unwrap()[..], &noise(29, 100 << 10)[..]);
 }
+
+/// The issue's case through a real mount: one file kept open, 100 KiB written and fsynced
+/// again and again (each fsync a commit replacing the last, one logical save): the node file
+/// stays within the same bound, and the file reads back with one commit.
+#[test]
+fn a_file_kept_open_and_fsynced_through_the_mount_is_compacted() {
+    use std::os::unix::fs::FileExt;
+    let Some(mut m) = crate::mounted::Mounted::with(|n| {
+        n.put(&repo("r"), &secret("open"), b"before").unwrap();
+    }) else {
+        return;
+    };
+    const SIZE: usize = 100 << 10;
+    let f = std::fs::OpenOptions::new().write(true).open(m.p("repos/r/open")).unwrap();
+    for i in 0..40 {
+        f.write_all_at(&noise(i, SIZE), 0).unwrap();
+        f.sync_all().unwrap();
+        let len = std::fs::metadata(&m.node.path).unwrap().len();
+        assert!(len < (1 << 20) + 3 * SIZE as u64, "fsync {i}: node is {len} bytes");
+    }
+    drop(f);
+    assert_eq!(std::fs::read(m.p("repos/r/open")).unwrap(), noise(39, SIZE));
+    m.unmount();
+    let node = m.node.open().unwrap();
+    assert_eq!(node.log(&repo("r"), None).unwrap().len(), 2, "the put, then one logical save: one commit");
+}
