@@ -76,13 +76,14 @@ fn export_repo<W: Write>(tar: &mut tar::Builder<W>, name: &Name, repo: &Repo) ->
     let mut objects: Vec<_> = repo.objects().collect();
     objects.sort_by_key(|(oid, _)| **oid);
     let mut last_dir = String::new();
-    for (oid, z) in objects {
+    for (oid, _) in objects {
         let hex = oid.to_string();
         if hex[..2] != last_dir {
             last_dir = hex[..2].to_owned();
             add_dir(tar, &git(format!("objects/{last_dir}").as_bytes()), time)?;
         }
-        add_file(tar, &object_path(name, *oid), 0o400, time, z)?;
+        // A tree held as a delta is exported whole, as git reads it.
+        add_file(tar, &object_path(name, *oid), 0o400, time, &repo.loose(*oid).map_err(obj_err)?)?;
     }
     let mut entries = Vec::with_capacity(tree.len());
     for (secret, oid) in &tree {

@@ -11,6 +11,8 @@ use std::cell::RefCell;
 use std::io::Write;
 use zeroize::Zeroizing;
 
+pub mod delta;
+
 /// Largest object (hence secret) accepted, inflated: 64 MiB. Secrets are small; the bound
 /// keeps a hostile object from inflating without limit.
 pub const MAX_OBJECT_BYTES: usize = 64 << 20;
@@ -303,6 +305,11 @@ impl<'a> TreeRef<'a> {
         } else {
             self.names.len()
         }
+    }
+
+    /// The checked body.
+    pub fn body(self) -> &'a [u8] {
+        self.body
     }
 
     /// Whether the tree has no entry.

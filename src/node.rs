@@ -6,19 +6,23 @@
 
 use crate::crypto::kdf::KdfParams;
 use crate::error::{Error, Result};
-use crate::format::header::{Header, HeaderError};
+use crate::format::header::{Header, HeaderError, FEATURE_TREE_DELTAS};
 use crate::format::journal::{self, Record};
 use crate::format::log::{self, Position};
 use crate::git::{self, ObjectError};
 use crate::name::Name;
 use crate::secret::{Key, Passphrase, SecretBytes};
-use crate::state::State;
+use crate::state::{State, Stored};
 use crate::storage::{FileStorage, Storage};
 use git2::{ObjectType, Oid};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Trees of at least this many bytes are saved as a delta against their parent's tree (when
+/// the delta is at most half their size): smaller ones cost one tar member either way, and a
+/// node of small repositories keeps the version 1 format without feature bits.
+const DELTA_MIN_TREE_BYTES: usize = 4096;
 /// Compaction is considered once the log holds this much more than the live state.
 const COMPACT_MIN_GARBAGE_BYTES: u64 = 1 << 20;
 /// How long a command waits for another process's lock on the node before giving up.
@@ -59,6 +63,9 @@ pub struct Node {
     storage: Box<dyn Storage>,
     header: Header,
     key: Key,
+    /// The key-encryption key the data key is wrapped under: setting a required feature bit
+    /// wraps it again (the bits are bound into the wrap), and the passphrase is long gone.
+    kek: Key,
     pos: Position,
     state: State,
     pending: journal::Writer,
@@ -75,6 +82,9 @@ pub struct Node {
     /// The bytes after the log are not what a crash leaves ([`log::Replayed::keep_tail`]):
     /// no write cuts them off until the user says so ([`Node::allow_cutting_tail`]).
     keep_tail: bool,
+    /// Required feature bits the queued records need (set in the header before they are
+    /// written, so that an older polykey refuses the node rather than calling it damaged).
+    pending_features: u32,
 }
 
 fn lock_file(file: &File, path: &Path, access: Access) -> Result<()> {
@@ -109,7 +119,7 @@ impl Node {
             _ => Error::io("cannot create node", path, e),
         })?;
         lock_file(&file, path, Access::Write)?;
-        let (mut header, key) = Header::create(pass, params).map_err(|e| Error::io("cannot create node", path, e))?;
+        let (mut header, key, kek) = Header::create(pass, params).map_err(|e| Error::io("cannot create node", path, e))?;
         let mut storage = FileStorage::new(file);
         let written = log::write_header(&mut storage, &mut header, &key).and_then(|()| {
             let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
@@ -126,6 +136,7 @@ impl Node {
             storage: Box::new(storage),
             header,
             key,
+            kek,
             pos,
             state: State::default(),
             pending: journal::Writer::new(),
@@ -135,6 +146,7 @@ impl Node {
             discarded: None,
             header_unsure: false,
             keep_tail: false,
+            pending_features: 0,
         })
     }
 
@@ -155,28 +167,35 @@ impl Node {
     pub fn open_storage(path: &Path, storage: Box<dyn Storage>, pass: &Passphrase, access: Access) -> Result<Node> {
         let read_error = |e| Error::io("cannot read node", path, e);
         let (_, head) = header_region(storage.as_ref()).map_err(read_error)?;
-        let (header, key, both) = Header::open(&head, pass).map_err(|e| header_error(path, e))?;
+        let (header, key, kek, both) = Header::open_keys(&head, pass).map_err(|e| header_error(path, e))?;
         let mut state = State::default();
         let mut replay = Replay { state: &mut state, parser: journal::Parser::new(), reset: false, staged: None };
         let replayed = log::replay_storage(storage.as_ref(), &header, &key, &mut replay).map_err(|e| match e {
             log::ReplayError::Damaged(d) => Error::Damaged { node: path.to_owned(), offset: d.offset, what: d.what },
             log::ReplayError::Io(e) => read_error(e),
         })?;
-        let live = state.checkpoint_bytes();
+        // The live size needs a walk of every history, too dear for an open: the first check
+        // comes once the log has grown by an eighth (at least 1 MiB), so that a node left
+        // full of replaced saves (by an older polykey, or a session that ended early) is
+        // compacted by a later session that writes, while a command's single save costs
+        // no walk.
+        let end = replayed.position.end;
         Ok(Node {
             path: path.to_owned(),
             storage,
             header,
             key,
+            kek,
             pos: replayed.position,
             state,
             pending: journal::Writer::new(),
-            compact_at: replayed.position.end.max(2 * live + COMPACT_MIN_GARBAGE_BYTES),
+            compact_at: end + (end / 8).max(COMPACT_MIN_GARBAGE_BYTES),
             access,
             header_degraded: !both,
             discarded: replayed.discarded,
             header_unsure: false,
             keep_tail: replayed.keep_tail,
+            pending_features: 0,
         })
     }
 
@@ -216,6 +235,9 @@ impl Node {
 
     fn record(&mut self, record: Record) -> Result<()> {
         assert_eq!(self.access, Access::Write, "write on a node opened read-only");
+        if matches!(record, Record::Delta(..) | Record::Save { .. }) {
+            self.pending_features |= FEATURE_TREE_DELTAS;
+        }
         self.pending.push(&record);
         self.state.apply(record).map_err(|what| Error::Corrupt { node: self.path.clone(), what })
     }
@@ -261,15 +283,47 @@ impl Node {
 
     /// Commits `tree` with `parent` as the new head of `repo` (queued).
     fn commit_on(&mut self, repo: &Name, tree: &git::Tree, message: &[u8], extra: Vec<(Oid, Vec<u8>)>, parent: Option<Oid>) -> Result<Oid> {
-        let (tree_oid, tree_z) = git::encode(ObjectType::Tree, &git::tree_body(tree));
+        let tree_body = git::tree_body(tree);
+        let tree_oid = Oid::hash_object(ObjectType::Tree, &tree_body).expect("hashing an in-memory buffer cannot fail");
         let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
         let body = git::commit_body(tree_oid, parent.as_slice(), time, message);
         let (commit_oid, commit_z) = git::encode(ObjectType::Commit, &body);
-        for (oid, z) in extra.into_iter().chain([(tree_oid, tree_z), (commit_oid, commit_z)]) {
+        for (oid, z) in extra {
             self.record_object(repo, oid, z)?;
         }
-        self.record(Record::Head(repo.clone(), commit_oid))?;
+        match self.tree_delta(repo, parent, tree_oid, &tree_body)? {
+            // The commit, its tree and the head in one member (a big repository's save).
+            Some(delta) => {
+                self.record(Record::Save { repo: repo.clone(), commit: commit_oid, commit_z, tree: tree_oid, delta })?;
+            }
+            None => {
+                self.record_object(repo, tree_oid, git::encode(ObjectType::Tree, &tree_body).1)?;
+                self.record_object(repo, commit_oid, commit_z)?;
+                self.record(Record::Head(repo.clone(), commit_oid))?;
+            }
+        }
         Ok(commit_oid)
+    }
+
+    /// The delta to record tree `oid` (body `body`) as, against the tree of `parent`: `None`
+    /// to record it whole (a small tree, no parent, a delta not much smaller, or a tree the
+    /// repository already holds intact).
+    fn tree_delta(&self, repo: &Name, parent: Option<Oid>, oid: Oid, body: &[u8]) -> Result<Option<Vec<u8>>> {
+        let r = self.repo(repo)?;
+        let Some(parent) = parent.filter(|_| body.len() >= DELTA_MIN_TREE_BYTES && !(r.has(oid) && r.read(oid, ObjectType::Tree).is_ok()))
+        else {
+            return Ok(None);
+        };
+        let base = r.commit(parent).map_err(|e| self.corrupt(e))?.tree;
+        // The parent is the head but for a replaced save (`put_amending`): its tree is at hand.
+        let delta = if r.tree_id().map_err(|e| self.corrupt(e))? == Some(base) {
+            git::delta::diff(base, r.tree().map_err(|e| self.corrupt(e))?.body(), body)
+        } else {
+            let whole = r.read(base, ObjectType::Tree).map_err(|e| self.corrupt(e))?;
+            git::index_tree(base, &whole).map_err(|e| self.corrupt(e))?;
+            git::delta::diff(base, &whole, body)
+        };
+        Ok((delta.len() * 2 <= body.len()).then_some(delta))
     }
 
     /// Records object `oid` (good bytes `z`) in `repo` unless an intact copy is there already:
@@ -432,7 +486,13 @@ impl Node {
             return Err(Error::Exists { what: format!("repository {to}") });
         }
         let r = self.repo(from)?;
-        let objects: Vec<(Oid, Vec<u8>)> = r.objects().map(|(o, z)| (*o, z.to_vec())).collect();
+        let objects: Vec<Record> = r
+            .objects()
+            .map(|(o, stored)| match stored {
+                Stored::Loose(z) => Record::Object(to.clone(), *o, z.to_vec()),
+                Stored::Delta(d) => Record::Delta(to.clone(), *o, d.to_vec()),
+            })
+            .collect();
         let head = r.head();
         let links: Vec<(Name, Name, Name)> = self
             .state
@@ -441,8 +501,8 @@ impl Node {
             .flat_map(|(t, es)| es.iter().filter(|(_, (rr, _))| rr == from).map(|(e, (_, s))| (t.clone(), e.clone(), s.clone())))
             .collect();
         self.record(Record::Repo(to.clone()))?;
-        for (oid, z) in objects {
-            self.record(Record::Object(to.clone(), oid, z))?;
+        for object in objects {
+            self.record(object)?;
         }
         if let Some(h) = head {
             self.record(Record::Head(to.clone(), h))?;
@@ -539,14 +599,22 @@ impl Node {
             let changed = match secret {
                 None => true,
                 Some(s) => {
-                    let mine = r.read_tree(c.tree).map_err(|e| self.corrupt(e))?.get(s).copied();
                     let parent = match c.parents.first() {
-                        Some(p) => {
-                            r.read_tree(r.commit(*p).map_err(|e| self.corrupt(e))?.tree).map_err(|e| self.corrupt(e))?.get(s).copied()
-                        }
+                        Some(p) => Some(r.commit(*p).map_err(|e| self.corrupt(e))?.tree),
                         None => None,
                     };
-                    mine != parent
+                    // A tree saved as a delta against its parent's names what changed.
+                    match parent.and_then(|p| r.delta_touches(c.tree, p, s)) {
+                        Some(touched) => touched.map_err(|e| self.corrupt(e))?,
+                        None => {
+                            let mine = r.read_tree(c.tree).map_err(|e| self.corrupt(e))?.get(s).copied();
+                            let theirs = match parent {
+                                Some(p) => r.read_tree(p).map_err(|e| self.corrupt(e))?.get(s).copied(),
+                                None => None,
+                            };
+                            mine != theirs
+                        }
+                    }
                 }
             };
             if changed {
@@ -567,6 +635,7 @@ impl Node {
         let mut stats = SaveStats::default();
         if !self.pending.is_empty() {
             self.writable()?;
+            self.settle_features().map_err(|e| Error::io("cannot write node", &self.path, e))?;
             let txn = std::mem::take(&mut self.pending).into_bytes();
             let mut written =
                 self.settle_header().and_then(|()| log::append(self.storage.as_mut(), &self.header, &self.key, &mut self.pos, &txn, false));
@@ -625,6 +694,22 @@ impl Node {
         Ok(())
     }
 
+    /// Sets in the header the required feature bits the queued records need, before they are
+    /// written: an older polykey then refuses the node as needing a newer version.
+    fn settle_features(&mut self) -> std::io::Result<()> {
+        let want = self.header.required_features | self.pending_features;
+        if want != self.header.required_features {
+            self.settle_header()?;
+            let mut h = self.header.clone();
+            h.require(want, &self.kek, &self.key)?;
+            h.generation += 1;
+            log::write_header(self.storage.as_mut(), &mut h, &self.key).inspect_err(|_| self.header_unsure = true)?;
+            self.header = h;
+        }
+        self.pending_features = 0;
+        Ok(())
+    }
+
     /// Rewrites the node as a single checkpoint of the live state.
     pub fn compact(&mut self) -> Result<()> {
         assert!(self.pending.is_empty(), "save before compacting");
@@ -648,6 +733,8 @@ impl Node {
             Error::io("cannot compact node", &self.path, e)
         })?;
         self.header_degraded = false;
+        // The checkpoint left out what no head reaches; so does memory from now on.
+        self.state.prune().map_err(|what| Error::Corrupt { node: self.path.clone(), what })?;
         Ok(())
     }
 
@@ -670,13 +757,14 @@ impl Node {
         if self.storage.len().is_ok_and(|len| len == self.pos.end) {
             h.required_features |= crate::format::header::FEATURE_AUTHENTICATED_END;
         }
-        h.wrap(new, params, &self.key).map_err(|e| Error::io("cannot change passphrase of", &self.path, e))?;
+        let kek = h.wrap(new, params, &self.key).map_err(|e| Error::io("cannot change passphrase of", &self.path, e))?;
         h.generation += 1;
         log::write_header(self.storage.as_mut(), &mut h, &self.key).map_err(|e| {
             self.header_unsure = true;
             Error::io("cannot write node", &self.path, e)
         })?;
         self.header = h;
+        self.kek = kek;
         self.header_degraded = false;
         Ok(())
     }

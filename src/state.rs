@@ -4,7 +4,7 @@
 //! exactly the node that wrote it.
 
 use crate::format::journal::Record;
-use crate::git::{self, FlatTree, ObjectError, Tree, TreeRef};
+use crate::git::{self, delta, FlatTree, ObjectError, Tree, TreeRef};
 use crate::name::Name;
 use crate::secret::SecretBytes;
 use git2::{ObjectType, Oid};
@@ -12,19 +12,37 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 use zeroize::Zeroizing;
 
-/// A repository's loose objects, one after another in one wiped buffer, indexed by id: one
-/// allocation per repository rather than one per object, and 28 bytes of index per object
-/// rather than 48 (a node of 100,000 secrets holds some 150,000 objects).
+/// A repository's loose objects and tree deltas, one after another in one wiped buffer,
+/// indexed by id: one allocation per repository rather than one per object, and 28 bytes of
+/// index per object rather than 48 (a node of 100,000 secrets holds some 150,000 objects).
 #[derive(Default)]
 struct Objects {
-    /// Offset and length of each object's bytes in `bytes`.
+    /// Offset and length of each object's bytes in `bytes`; [`DELTA`] set in the length for
+    /// a tree delta.
     index: HashMap<Oid, (u32, u32)>,
     bytes: SecretBytes,
 }
 
+/// The flag of a tree delta in [`Objects::index`] (an object is at most 64 MiB and change).
+const DELTA: u32 = 1 << 31;
+
+/// How an object is held.
+#[derive(Clone, Copy)]
+pub enum Stored<'a> {
+    /// Loose (zlib bytes, as git keeps it).
+    Loose(&'a [u8]),
+    /// A tree as a delta (see [`git::delta`]).
+    Delta(&'a [u8]),
+}
+
 impl Objects {
-    fn get(&self, oid: &Oid) -> Option<&[u8]> {
-        self.index.get(oid).map(|&(at, len)| &self.bytes[at as usize..at as usize + len as usize])
+    /// The object's bytes, and whether they are a tree delta.
+    fn entry(&self, oid: &Oid) -> Option<(bool, &[u8])> {
+        self.index.get(oid).map(|&(at, len)| (len & DELTA != 0, &self.bytes[at as usize..at as usize + (len & !DELTA) as usize]))
+    }
+
+    fn stored(&self, oid: &Oid) -> Option<Stored<'_>> {
+        self.entry(oid).map(|(d, bytes)| if d { Stored::Delta(bytes) } else { Stored::Loose(bytes) })
     }
 
     /// Makes room for `objects` more objects of `bytes` bytes in all.
@@ -36,15 +54,15 @@ impl Objects {
     /// Adds an object; the caller's buffer is wiped. An id recorded again takes the later
     /// bytes, as FORMAT.md's replay says (the earlier ones stay in the buffer, unused: a log
     /// written by Polykey records an object twice only to repair a damaged copy).
-    fn insert(&mut self, oid: Oid, z: Vec<u8>) -> Result<(), String> {
+    fn insert(&mut self, oid: Oid, z: Vec<u8>, is_delta: bool) -> Result<(), String> {
         let z = Zeroizing::new(z);
         let at = u32::try_from(self.bytes.len()).ok();
-        let Some((at, len)) = at.zip(u32::try_from(z.len()).ok()).filter(|(at, len)| at.checked_add(*len).is_some()) else {
+        let Some((at, len)) = at.zip(u32::try_from(z.len()).ok()).filter(|(at, len)| at.checked_add(*len).is_some() && *len < DELTA) else {
             return Err("repository holds more than 4 GiB of objects".to_owned());
         };
         self.reserve(1, z.len());
         self.bytes.extend_from_slice(&z);
-        self.index.insert(oid, (at, len));
+        self.index.insert(oid, (at, if is_delta { len | DELTA } else { len }));
         Ok(())
     }
 }
@@ -63,8 +81,12 @@ enum HeadTree {
 pub struct Repo {
     objects: Objects,
     head: Option<Oid>,
-    /// The head commit's tree, checked on first use (objects are inflated lazily).
-    tree: OnceLock<Result<HeadTree, ObjectError>>,
+    /// The head commit's tree (its id and entries), checked on first use (objects are
+    /// inflated lazily).
+    tree: OnceLock<Result<(Oid, HeadTree), ObjectError>>,
+    /// The head tree before the head last moved: the base the new head's tree delta is
+    /// usually expressed against, so that it is not rebuilt from the whole delta chain.
+    prev_tree: Option<(Oid, HeadTree)>,
 }
 
 impl Repo {
@@ -79,7 +101,9 @@ impl Repo {
             return Err(format!("head of {name:?} names absent commit {oid}"));
         }
         self.head = Some(oid);
-        self.tree = OnceLock::new();
+        if let Some(Ok(tree)) = self.tree.take() {
+            self.prev_tree = Some(tree);
+        }
         Ok(())
     }
 
@@ -93,24 +117,83 @@ impl Repo {
     /// bytes recorded under the wrong id, does not count: recording `z` replaces it, since a
     /// repeated id takes the later bytes. Decodes only when the bytes differ.
     pub fn holds(&self, oid: Oid, z: &[u8]) -> bool {
-        self.objects.get(&oid).is_some_and(|have| have == z || git::decode_any(oid, have).is_ok())
+        match self.objects.stored(&oid) {
+            Some(Stored::Loose(have)) => have == z || git::decode_any(oid, have).is_ok(),
+            Some(Stored::Delta(_)) => self.read(oid, ObjectType::Tree).is_ok(),
+            None => false,
+        }
     }
 
-    /// All objects (id, loose zlib bytes), unordered.
-    pub fn objects(&self) -> impl Iterator<Item = (&Oid, &[u8])> {
-        self.objects.index.keys().map(|oid| (oid, self.objects.get(oid).expect("indexed")))
+    /// All objects (id, how they are held), unordered.
+    pub fn objects(&self) -> impl Iterator<Item = (&Oid, Stored<'_>)> {
+        self.objects.index.keys().map(|oid| (oid, self.objects.stored(oid).expect("indexed")))
+    }
+
+    /// An object in git's loose encoding (a tree held as a delta is rebuilt and encoded).
+    pub fn loose(&self, oid: Oid) -> Result<std::borrow::Cow<'_, [u8]>, ObjectError> {
+        match self.objects.stored(&oid).ok_or(ObjectError::Missing(oid))? {
+            Stored::Loose(z) => Ok(std::borrow::Cow::Borrowed(z)),
+            Stored::Delta(_) => Ok(std::borrow::Cow::Owned(git::encode(ObjectType::Tree, &self.materialize(oid)?).1)),
+        }
     }
 
     /// Inflates and verifies one object of the expected kind.
     pub fn read(&self, oid: Oid, kind: ObjectType) -> Result<Zeroizing<Vec<u8>>, ObjectError> {
-        let z = self.objects.get(&oid).ok_or(ObjectError::Missing(oid))?;
-        git::decode(oid, z, kind)
+        match self.objects.stored(&oid).ok_or(ObjectError::Missing(oid))? {
+            Stored::Loose(z) => git::decode(oid, z, kind),
+            Stored::Delta(_) if kind == ObjectType::Tree => self.materialize(oid),
+            Stored::Delta(_) => Err(ObjectError::WrongKind(oid, if kind == ObjectType::Blob { "blob" } else { "commit" })),
+        }
+    }
+
+    /// The body of a tree held as a delta: its chain followed back to a tree held whole (or
+    /// to the previous head tree, usually its base), the deltas applied at once, the hash
+    /// checked.
+    fn materialize(&self, oid: Oid) -> Result<Zeroizing<Vec<u8>>, ObjectError> {
+        let mut chain = Vec::new();
+        let mut at = oid;
+        let whole;
+        let base: &[u8] = loop {
+            if let Some((prev, tree)) = &self.prev_tree {
+                if *prev == at {
+                    break self.tree_ref(tree).body();
+                }
+            }
+            match self.objects.stored(&at).ok_or(ObjectError::Missing(at))? {
+                Stored::Loose(z) => {
+                    whole = git::decode(at, z, ObjectType::Tree)?;
+                    git::index_tree(at, &whole)?;
+                    break &whole;
+                }
+                Stored::Delta(d) => {
+                    // Each step names another object: a longer chain is a cycle.
+                    if chain.len() >= self.objects.index.len() {
+                        return Err(ObjectError::BadBody(oid, "tree delta chain"));
+                    }
+                    chain.push((at, d));
+                    at = delta::base(at, d)?;
+                }
+            }
+        };
+        chain.reverse();
+        delta::apply(oid, base, &chain)
     }
 
     /// The size of a blob, from its header only (the body stays compressed).
     pub fn blob_size(&self, oid: Oid) -> Result<u64, ObjectError> {
-        let z = self.objects.get(&oid).ok_or(ObjectError::Missing(oid))?;
-        git::peek_size(oid, z)
+        match self.objects.stored(&oid).ok_or(ObjectError::Missing(oid))? {
+            Stored::Loose(z) => git::peek_size(oid, z),
+            Stored::Delta(_) => Err(ObjectError::WrongKind(oid, "blob")),
+        }
+    }
+
+    /// Whether tree `oid` differs from tree `parent` at `secret`, read from the delta when
+    /// `oid` is held as a delta against `parent` (no tree rebuilt); `None` otherwise.
+    pub fn delta_touches(&self, oid: Oid, parent: Oid, secret: &Name) -> Option<Result<bool, ObjectError>> {
+        match self.objects.stored(&oid)? {
+            Stored::Delta(d) if delta::base(oid, d).ok() == Some(parent) => Some(delta::touches(oid, d, secret.as_bytes())),
+            _ => None,
+        }
     }
 
     /// Reads and parses a commit.
@@ -125,24 +208,34 @@ impl Repo {
 
     /// The secrets at the head: name → blob id.
     pub fn tree(&self) -> Result<TreeRef<'_>, ObjectError> {
-        Ok(match self.tree.get_or_init(|| self.head_tree()).as_ref().map_err(Clone::clone)? {
-            HeadTree::InPlace { at, len, names } => TreeRef::new(&self.objects.bytes[*at as usize..(*at + *len) as usize], names),
-            HeadTree::Inflated(tree) => tree.as_ref(),
-        })
+        let (_, tree) = self.tree.get_or_init(|| self.head_tree()).as_ref().map_err(Clone::clone)?;
+        Ok(self.tree_ref(tree))
     }
 
-    fn head_tree(&self) -> Result<HeadTree, ObjectError> {
-        let Some(head) = self.head else { return Ok(HeadTree::Inflated(FlatTree::default())) };
+    /// The id of the head commit's tree, if there is a head.
+    pub fn tree_id(&self) -> Result<Option<Oid>, ObjectError> {
+        let (oid, _) = self.tree.get_or_init(|| self.head_tree()).as_ref().map_err(Clone::clone)?;
+        Ok(self.head.map(|_| *oid))
+    }
+
+    fn tree_ref<'a>(&'a self, tree: &'a HeadTree) -> TreeRef<'a> {
+        match tree {
+            HeadTree::InPlace { at, len, names } => TreeRef::new(&self.objects.bytes[*at as usize..(*at + *len) as usize], names),
+            HeadTree::Inflated(tree) => tree.as_ref(),
+        }
+    }
+
+    fn head_tree(&self) -> Result<(Oid, HeadTree), ObjectError> {
+        let Some(head) = self.head else { return Ok((Oid::zero(), HeadTree::Inflated(FlatTree::default()))) };
         let oid = self.commit(head)?.tree;
         let body = self.read(oid, ObjectType::Tree)?; // Checks the hash.
-        let (&(at, _), z) = self.objects.index.get(&oid).zip(self.objects.get(&oid)).ok_or(ObjectError::Missing(oid))?;
-        match git::stored_body(z) {
-            Some(place) => Ok(HeadTree::InPlace {
-                names: git::index_tree(oid, &z[place.clone()])?,
-                at: at + place.start as u32,
-                len: place.len() as u32,
-            }),
-            None => FlatTree::parse(oid, body).map(HeadTree::Inflated),
+        let (&(at, _), (is_delta, z)) = self.objects.index.get(&oid).zip(self.objects.entry(&oid)).ok_or(ObjectError::Missing(oid))?;
+        match git::stored_body(z).filter(|_| !is_delta) {
+            Some(place) => Ok((
+                oid,
+                HeadTree::InPlace { names: git::index_tree(oid, &z[place.clone()])?, at: at + place.start as u32, len: place.len() as u32 },
+            )),
+            None => FlatTree::parse(oid, body).map(|t| (oid, HeadTree::Inflated(t))),
         }
     }
 
@@ -156,17 +249,87 @@ impl Repo {
                 continue;
             }
             let commit = self.commit(c)?;
-            if seen.insert(commit.tree) {
-                seen.extend(self.read_tree(commit.tree)?.values().copied());
+            // A tree held as a delta reaches the blobs it sets and its base (which a
+            // checkpoint must keep to rebuild it), and so on down the chain.
+            let mut tree = commit.tree;
+            while seen.insert(tree) {
+                match self.objects.stored(&tree).ok_or(ObjectError::Missing(tree))? {
+                    Stored::Delta(d) => {
+                        seen.extend(delta::blobs(tree, d)?);
+                        tree = delta::base(tree, d)?;
+                    }
+                    Stored::Loose(_) => {
+                        seen.extend(self.read_tree(tree)?.values().copied());
+                        break;
+                    }
+                }
             }
             commits.extend(commit.parents);
         }
         Ok(seen)
     }
 
-    /// Approximate bytes this repository takes in a checkpoint.
-    fn checkpoint_bytes(&self) -> u64 {
-        self.objects.index.values().map(|&(_, len)| member_bytes(len as usize)).sum::<u64>() + 3 * 1024
+    /// The commits the head reaches whose tree is held as a delta, each tree given to one
+    /// commit: commit → tree (a checkpoint writes each pair as one save record).
+    fn saves(&self) -> HashMap<Oid, Oid> {
+        let mut out = HashMap::new();
+        let mut trees = std::collections::HashSet::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut commits: Vec<Oid> = self.head.into_iter().collect();
+        while let Some(c) = commits.pop() {
+            if !seen.insert(c) {
+                continue;
+            }
+            let Ok(commit) = self.commit(c) else { continue };
+            if matches!(self.objects.stored(&commit.tree), Some(Stored::Delta(_))) && trees.insert(commit.tree) {
+                out.insert(c, commit.tree);
+            }
+            commits.extend(commit.parents);
+        }
+        out
+    }
+
+    /// Approximate bytes all the objects this repository holds would take in a checkpoint:
+    /// an upper bound of [`Repo::live_bytes`] that costs no walk of the history.
+    fn stored_bytes(&self) -> u64 {
+        self.objects.index.values().map(|&(_, len)| member_bytes((len & !DELTA) as usize)).sum::<u64>() + 3 * 1024
+    }
+
+    /// Approximate bytes this repository takes in a checkpoint, which keeps only what the
+    /// head reaches: the commits a save replaced (`Node::put_amending`) are not live.
+    fn live_bytes(&self) -> u64 {
+        match self.reachable() {
+            Ok(keep) => {
+                keep.iter()
+                    .filter_map(|oid| self.objects.index.get(oid))
+                    .map(|&(_, len)| member_bytes((len & !DELTA) as usize))
+                    .sum::<u64>()
+                    + 3 * 1024
+            }
+            Err(_) => self.stored_bytes(),
+        }
+    }
+
+    /// Drops the objects the head does not reach (what a checkpoint leaves out), so that
+    /// memory and [`Repo::stored_bytes`] follow the live state; keeps everything if the
+    /// history cannot be walked.
+    fn prune(&mut self) -> Result<(), String> {
+        let Ok(keep) = self.reachable() else { return Ok(()) };
+        if keep.len() == self.objects.index.len() {
+            return Ok(());
+        }
+        let mut kept = Objects::default();
+        let mut ids: Vec<Oid> = keep.into_iter().filter(|oid| self.objects.index.contains_key(oid)).collect();
+        ids.sort_by_key(|oid| self.objects.index[oid].0);
+        kept.reserve(ids.len(), ids.iter().map(|oid| (self.objects.index[oid].1 & !DELTA) as usize).sum());
+        for oid in ids {
+            let (is_delta, bytes) = self.objects.entry(&oid).expect("indexed");
+            kept.insert(oid, bytes.to_vec(), is_delta)?;
+        }
+        self.objects = kept;
+        self.tree = OnceLock::new();
+        self.prev_tree = None;
+        Ok(())
     }
 }
 
@@ -203,7 +366,17 @@ impl State {
             }
             Record::Object(r, oid, z) => {
                 let repo = self.repos.get_mut(&r).ok_or_else(|| missing_repo(&r))?;
-                repo.objects.insert(oid, z)?;
+                repo.objects.insert(oid, z, false)?;
+            }
+            Record::Delta(r, oid, d) => {
+                let repo = self.repos.get_mut(&r).ok_or_else(|| missing_repo(&r))?;
+                repo.objects.insert(oid, d, true)?;
+            }
+            Record::Save { repo: r, commit, commit_z, tree, delta } => {
+                let repo = self.repos.get_mut(&r).ok_or_else(|| missing_repo(&r))?;
+                repo.objects.insert(commit, commit_z, false)?;
+                repo.objects.insert(tree, delta, true)?;
+                repo.set_head(&r, commit)?;
             }
             Record::Head(r, oid) => {
                 let repo = self.repos.get_mut(&r).ok_or_else(|| missing_repo(&r))?;
@@ -242,22 +415,27 @@ impl State {
     pub fn apply_all(&mut self, records: Vec<Record>) -> Result<(), String> {
         let mut records = records.into_iter();
         while let Some(record) = records.next() {
-            let Record::Object(r, oid, z) = record else {
+            let is_delta = matches!(record, Record::Delta(..));
+            let (Record::Object(r, oid, z) | Record::Delta(r, oid, z)) = record else {
                 self.apply(record)?;
                 continue;
             };
             let repo = self.repos.get_mut(&r).ok_or_else(|| missing_repo(&r))?;
-            let run =
-                records.as_slice().iter().take_while(|next| matches!(next, Record::Object(n, ..) | Record::Head(n, _) if *n == r)).count();
-            let bytes: usize =
-                records.as_slice()[..run].iter().map(|next| if let Record::Object(_, _, z) = next { z.len() } else { 0 }).sum();
+            let run = records
+                .as_slice()
+                .iter()
+                .take_while(|next| matches!(next, Record::Object(n, ..) | Record::Delta(n, ..) | Record::Head(n, _) if *n == r))
+                .count();
+            let bytes: usize = records.as_slice()[..run]
+                .iter()
+                .map(|next| if let Record::Object(_, _, z) | Record::Delta(_, _, z) = next { z.len() } else { 0 })
+                .sum();
             repo.objects.reserve(run + 1, z.len() + bytes);
-            repo.objects.insert(oid, z)?;
+            repo.objects.insert(oid, z, is_delta)?;
             for next in records.by_ref().take(run) {
                 match next {
-                    Record::Object(_, oid, z) => {
-                        repo.objects.insert(oid, z)?;
-                    }
+                    Record::Object(_, oid, z) => repo.objects.insert(oid, z, false)?,
+                    Record::Delta(_, oid, d) => repo.objects.insert(oid, d, true)?,
                     Record::Head(_, oid) => repo.set_head(&r, oid)?,
                     _ => unreachable!("the run holds objects and heads only"),
                 }
@@ -274,8 +452,19 @@ impl State {
             let keep = repo.reachable().ok();
             let mut objects: Vec<_> = repo.objects().filter(|(oid, _)| keep.as_ref().is_none_or(|k| k.contains(oid))).collect();
             objects.sort_by_key(|(oid, _)| **oid);
+            // A commit and its tree delta go in one save record, as a save writes them.
+            let saves = repo.saves();
+            let bundled: std::collections::HashSet<Oid> = saves.values().copied().collect();
             std::iter::once(Record::Repo(name.clone()))
-                .chain(objects.into_iter().map(|(oid, z)| Record::Object(name.clone(), *oid, z.to_vec())))
+                .chain(objects.into_iter().filter(move |(oid, _)| !bundled.contains(oid)).map(move |(oid, stored)| {
+                    match (stored, saves.get(oid).and_then(|t| Some((*t, repo.objects.stored(t)?)))) {
+                        (Stored::Loose(z), Some((tree, Stored::Delta(d)))) => {
+                            Record::Save { repo: name.clone(), commit: *oid, commit_z: z.to_vec(), tree, delta: d.to_vec() }
+                        }
+                        (Stored::Loose(z), _) => Record::Object(name.clone(), *oid, z.to_vec()),
+                        (Stored::Delta(d), _) => Record::Delta(name.clone(), *oid, d.to_vec()),
+                    }
+                }))
                 .chain(repo.head.map(|h| Record::Head(name.clone(), h)))
         });
         let tags = self.tags.iter().flat_map(|(t, entries)| {
@@ -289,11 +478,25 @@ impl State {
         repos.chain(tags)
     }
 
-    /// Approximate size of a checkpoint of this state, in bytes.
+    /// Approximate size of a checkpoint of this state, in bytes. Walks every repository's
+    /// history.
     pub fn checkpoint_bytes(&self) -> u64 {
-        let repos: u64 = self.repos.values().map(|r| r.checkpoint_bytes()).sum();
-        let tags: u64 = self.tags.values().map(|t| 1024 + t.len() as u64 * 1536).sum();
-        repos + tags
+        self.repos.values().map(|r| r.live_bytes()).sum::<u64>() + self.tag_bytes()
+    }
+
+    /// An upper bound of [`State::checkpoint_bytes`] without walking any history: it also
+    /// counts objects the heads no longer reach.
+    pub fn stored_bytes(&self) -> u64 {
+        self.repos.values().map(|r| r.stored_bytes()).sum::<u64>() + self.tag_bytes()
+    }
+
+    fn tag_bytes(&self) -> u64 {
+        self.tags.values().map(|t| 1024 + t.len() as u64 * 1536).sum()
+    }
+
+    /// Drops from memory the objects no head reaches (after a checkpoint left them out).
+    pub fn prune(&mut self) -> Result<(), String> {
+        self.repos.values_mut().try_for_each(|r| r.prune())
     }
 
     /// The tag entries that point at `repo/secret`.
@@ -348,7 +551,7 @@ mod tests {
                 assert_eq!(head.get(s), Some(*id));
             }
             assert_eq!(head.get(&name(NameKind::Secret, "secret-0000x")), None);
-            let in_place = matches!(state.repos[&r].tree.get(), Some(Ok(HeadTree::InPlace { .. })));
+            let in_place = matches!(state.repos[&r].tree.get(), Some(Ok((_, HeadTree::InPlace { .. }))));
             assert_eq!(in_place, n < 1000, "{n} entries");
         }
     }

@@ -11,6 +11,7 @@ mod edit;
 mod editors;
 mod faultinjection;
 mod faults;
+mod growth;
 mod hostile;
 mod import;
 mod interactive;

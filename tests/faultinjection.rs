@@ -662,7 +662,7 @@ fn exhaust(sc: &Scenario, tears: impl Fn(usize) -> Vec<usize>) -> Stats {
 /// A new node on a [`FaultyStorage`].
 fn new_node() -> (Node, FaultyStorage) {
     let disk = FaultyStorage::new(&[]);
-    let (mut header, key) = polykey::format::header::Header::create(&pass(), FAST_KDF).unwrap();
+    let (mut header, key, _) = polykey::format::header::Header::create(&pass(), FAST_KDF).unwrap();
     polykey::format::log::write_header(&mut disk.clone(), &mut header, &key).unwrap();
     open_on_disk(&disk.cache(), &pass())
 }

@@ -433,14 +433,14 @@ fn os(bytes: &[u8]) -> &std::ffi::OsStr {
 }
 
 /// A `git` that reads no user or system configuration.
-fn git(dir: &Path) -> Command {
+pub fn git(dir: &Path) -> Command {
     let mut c = Command::new("git");
     c.arg("-C").arg(dir).args(["-c", "safe.directory=*", "-c", "core.quotepath=false"]);
     c.env("GIT_CONFIG_NOSYSTEM", "1").env("GIT_CONFIG_GLOBAL", "/dev/null").env("GIT_CEILING_DIRECTORIES", dir.parent().unwrap());
     c
 }
 
-fn check_export(tar: &[u8], model: &Content) {
+pub fn check_export(tar: &[u8], model: &Content) {
     use std::os::unix::fs::MetadataExt;
     let out = tempfile::tempdir().unwrap();
     let mut child = Command::new("tar")

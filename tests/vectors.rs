@@ -663,7 +663,7 @@ struct Build {
 impl Build {
     /// A new node with the test passphrase, on a [`Recorder`].
     fn new(password: &Passphrase) -> Build {
-        let (header, key) = Header::create(password, FAST_KDF).unwrap();
+        let (header, key, _) = Header::create(password, FAST_KDF).unwrap();
         Self::with_header(&header, &key, password)
     }
 
@@ -1033,7 +1033,7 @@ fn build_vectors() -> Vec<Vector> {
     );
 
     // Unknown optional feature bits are ignored (the key is wrapped with them in the AAD).
-    let (mut h, key) = Header::create(&pass(), FAST_KDF).unwrap();
+    let (mut h, key, _) = Header::create(&pass(), FAST_KDF).unwrap();
     h.optional_features = 0x8000_0000;
     h.wrap(&pass(), FAST_KDF, &key).unwrap();
     let mut o = Build::with_header(&h, &key, &pass());
@@ -1135,6 +1135,7 @@ fn build_vectors() -> Vec<Vector> {
     header_and_frame_vectors(&mut out, &base, &states);
     journal_vectors(&mut out);
     git_vectors(&mut out);
+    delta_vectors(&mut out);
     out.0
 }
 
@@ -2460,3 +2461,239 @@ fn end_marker_fixture_opens_silently_at_its_content() {
     assert_eq!(messages, ["Update token", "Add token"]);
     assert!(crate::util::unchanged(&path, &before), "reading the fixture wrote to it");
 }
+
+// Tree deltas (required feature bit 0x1)
+
+/// A node whose repository `big` is big enough for its trees to be saved as deltas (so its
+/// header has feature bit 0x1), and its content.
+fn delta_node() -> (Vec<u8>, Content) {
+    let mut b = Build::new(&pass());
+    let big = name(NameKind::Repo, b"big");
+    let items: Vec<(Name, Vec<u8>)> =
+        (0..120).map(|i| (name(NameKind::Secret, format!("secret-{i:03}").as_bytes()), vec![i as u8; 5])).collect();
+    let refs: Vec<(Name, &[u8])> = items.iter().map(|(n, v)| (n.clone(), v.as_slice())).collect();
+    b.node.put_many(&big, &refs).unwrap();
+    for (n, v) in &items {
+        b.model.secrets.insert((b"big".to_vec(), n.as_bytes().to_vec()), v.clone());
+    }
+    b.save();
+    b.put("big", b"secret-new", b"added by a delta");
+    b.put("big", b"secret-007", b"changed by a delta");
+    b.node.remove(&big, &name(NameKind::Secret, b"secret-008")).unwrap();
+    b.model.secrets.remove(&(b"big".to_vec(), b"secret-008".to_vec()));
+    b.save();
+    let bytes = b.bytes();
+    assert_eq!(u32::from_le_bytes(bytes[12..16].try_into().unwrap()) & 1, 1, "the writer set feature bit 0x1");
+    (bytes, b.model)
+}
+
+/// Tree deltas: a node that holds them (tree delta and save records) opens to its content, and deltas that do not rebuild
+/// (bad bytes, an unknown operation, a missing base, a chain that loops, a result that does
+/// not hash to the id) are damage when the tree is read.
+fn delta_vectors(out: &mut Out) {
+    use ObjectType::{Blob, Commit, Tree};
+    let (base, model) = delta_node();
+    out.add(
+        "tree_delta_node",
+        Expect::Success,
+        PASSWORD,
+        "120 secrets imported in one repository, then an add, an update and a removal saved as tree deltas (header feature bit 0x1)",
+        &model,
+        base.clone(),
+    );
+    // The hand-made records go on a small node (a reader does not look at the feature bit:
+    // the writer sets it), so that each vector stays small.
+    let (base, model) = target_node();
+    let bad = name(NameKind::Repo, b"bad");
+    let enc = |kind, body: &[u8]| polykey::git::encode(kind, body);
+    let (blob, blob_z) = enc(Blob, b"s3cr3t");
+    let entry = |n: &[u8], id: git2::Oid| [b"100644 ", n, b"\0", id.as_bytes()].concat();
+    let (t0, t0z) = enc(Tree, &entry(b"key", blob));
+    // The tree `key`, `more` (both the blob) as a delta against t0.
+    let body1 = [entry(b"key", blob), entry(b"more", blob)].concat();
+    let t1 = git2::Oid::hash_object(Tree, &body1).unwrap();
+    let good = [t0.as_bytes(), &[2, 4], b"more", blob.as_bytes()].concat();
+    let save = |tree: git2::Oid, delta: Vec<u8>| {
+        let (c, cz) = enc(Commit, &polykey::git::commit_body(tree, &[], 1_700_000_000, b"Add more\n"));
+        let rs = vec![
+            Record::Repo(bad.clone()),
+            Record::Object(bad.clone(), blob, blob_z.clone()),
+            Record::Object(bad.clone(), t0, t0z.clone()),
+            Record::Delta(bad.clone(), tree, delta),
+            Record::Object(bad.clone(), c, cz),
+            Record::Head(bad.clone(), c),
+        ];
+        with_txn(&base, &records(&rs), false)
+    };
+    let mut with_bad = model.clone();
+    with_bad.secrets.insert((b"bad".to_vec(), b"key".to_vec()), b"s3cr3t".to_vec());
+    with_bad.secrets.insert((b"bad".to_vec(), b"more".to_vec()), b"s3cr3t".to_vec());
+    // The same commit and delta as one save record (what a save of a big repository writes).
+    let (c1, c1z) = enc(Commit, &polykey::git::commit_body(t1, &[], 1_700_000_000, b"Add more\n"));
+    let as_save = |commit_z: Vec<u8>, delta: Vec<u8>| {
+        let rs = vec![
+            Record::Repo(bad.clone()),
+            Record::Object(bad.clone(), blob, blob_z.clone()),
+            Record::Object(bad.clone(), t0, t0z.clone()),
+            Record::Save { repo: bad.clone(), commit: c1, commit_z, tree: t1, delta },
+        ];
+        with_txn(&base, &records(&rs), false)
+    };
+    out.add(
+        "tree_delta_save_valid",
+        Expect::Success,
+        PASSWORD,
+        "a hand-made save record: the commit, its tree as a delta, the head",
+        &with_bad,
+        as_save(c1z.clone(), good.clone()),
+    );
+    out.add("tree_delta_valid", Expect::Success, PASSWORD, "a hand-made delta: t0 plus the entry more", &with_bad, save(t1, good.clone()));
+    let mut corrupt = |name: &str, comment: &str, bytes: Vec<u8>, says: String| {
+        let comment = format!("{comment}, in a validly encrypted last save: the node opens, listing the secrets of bad fails");
+        out.add(name, Expect::CorruptOnRead, PASSWORD, &comment, &model, bytes).read(ReadKind::List, "bad").says(&says);
+    };
+    let mut op = good.clone();
+    op[20] = 9;
+    corrupt("tree_delta_unknown_op", "a delta operation 9", save(t1, op), format!("object {t1} is not a valid flat tree delta"));
+    corrupt(
+        "tree_delta_cut_short",
+        "a delta cut inside a blob id",
+        save(t1, good[..good.len() - 3].to_vec()),
+        format!("object {t1} is not a valid flat tree delta"),
+    );
+    let unsorted = [t0.as_bytes(), &[2, 4], b"more", blob.as_bytes(), &[1, 3], b"key"].concat();
+    corrupt(
+        "tree_delta_unsorted",
+        "delta operations out of name order",
+        save(t1, unsorted),
+        format!("object {t1} is not a valid flat tree delta"),
+    );
+    let dotgit = [t0.as_bytes(), &[2, 4], b".git", blob.as_bytes()].concat();
+    corrupt(
+        "tree_delta_name_dot_git",
+        "a delta setting a secret named .git",
+        save(t1, dotgit),
+        format!("object {t1} is not a valid flat tree delta"),
+    );
+    let missing = git2::Oid::hash_object(Blob, b"no such tree").unwrap();
+    let orphan = [missing.as_bytes(), &good[20..]].concat();
+    corrupt(
+        "tree_delta_base_missing",
+        "a delta against a tree the repository does not hold",
+        save(t1, orphan),
+        format!("object {missing} is missing"),
+    );
+    let looped = [t1.as_bytes(), &good[20..]].concat();
+    corrupt(
+        "tree_delta_base_is_itself",
+        "a delta whose base is itself (a chain that loops)",
+        save(t1, looped),
+        format!("object {t1} is not a valid flat tree delta chain"),
+    );
+    corrupt(
+        "tree_delta_save_bad_delta",
+        "a save record whose delta has an unknown operation",
+        as_save(c1z.clone(), {
+            let mut d = good.clone();
+            d[20] = 9;
+            d
+        }),
+        format!("object {t1} is not a valid flat tree delta"),
+    );
+    corrupt(
+        "tree_delta_save_commit_garbled",
+        "a save record whose commit bytes are not zlib",
+        as_save(filler(14, c1z.len()), good.clone()),
+        format!("object {c1} is malformed"),
+    );
+    let wrong = [t0.as_bytes(), &[2, 4], b"mose", blob.as_bytes()].concat();
+    corrupt(
+        "tree_delta_hash_mismatch",
+        "a delta that rebuilds another tree than its id",
+        save(t1, wrong),
+        format!("object {t1} does not match its id"),
+    );
+}
+
+/// Writes only the tree-delta vectors into `tests/vectors/` (the others keep their bytes).
+#[test]
+#[ignore = "writes tests/vectors/tree_delta_*"]
+fn generate_tree_delta_vectors() {
+    let mut out = Out::default();
+    delta_vectors(&mut out);
+    for v in &out.0 {
+        v.check().unwrap_or_else(|e| panic!("{}: {e}", v.name));
+        std::fs::write(vectors_dir().join(&v.name), v.encode()).unwrap();
+    }
+}
+
+/// `tests/fixtures/v1/tree-deltas.node`: a node with required feature bit 0x1 (tree deltas),
+/// written once, which every later Polykey must keep reading. Same passphrase as `basic.node`.
+fn delta_fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1/tree-deltas.node")
+}
+
+/// The secrets of the tree-deltas fixture: 150 imported, then saves one at a time.
+fn delta_fixture_content() -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut want: BTreeMap<Vec<u8>, Vec<u8>> =
+        (0..150).map(|i| (format!("s{i:03}").into_bytes(), format!("value {i}\n").into_bytes())).collect();
+    want.insert(b"s150".to_vec(), b"added\n".to_vec());
+    want.insert(b"s007".to_vec(), b"updated\n".to_vec());
+    want.remove(b"s008".as_slice());
+    let moved = want.remove(b"s009".as_slice()).unwrap();
+    want.insert(b"renamed".to_vec(), moved);
+    want
+}
+
+/// Writes the tree-deltas fixture, once (fixtures are never regenerated).
+#[test]
+#[ignore = "writes tests/fixtures/v1/tree-deltas.node if it is missing"]
+fn generate_delta_fixture() {
+    let path = delta_fixture();
+    assert!(!path.exists(), "{} exists; fixtures are written once and never regenerated", path.display());
+    let mut node = Node::create(&path, &Passphrase::new(V1_PASSWORD.to_vec()), FAST_KDF).unwrap();
+    let (r, s) = (name(NameKind::Repo, b"big"), |n: &str| name(NameKind::Secret, n.as_bytes()));
+    let items: Vec<(Name, Vec<u8>)> = (0..150).map(|i| (s(&format!("s{i:03}")), format!("value {i}\n").into_bytes())).collect();
+    let refs: Vec<(Name, &[u8])> = items.iter().map(|(n, v)| (n.clone(), v.as_slice())).collect();
+    node.put_many(&r, &refs).unwrap();
+    node.save().unwrap();
+    node.put(&r, &s("s150"), b"added\n").unwrap();
+    node.save().unwrap();
+    node.put(&r, &s("s007"), b"updated\n").unwrap();
+    node.save().unwrap();
+    node.remove(&r, &s("s008")).unwrap();
+    node.save().unwrap();
+    node.rename(&r, &s("s009"), &s("renamed"), false).unwrap();
+    node.save().unwrap();
+}
+
+#[test]
+fn delta_fixture_opens_with_every_secret_and_commit() {
+    let path = delta_fixture();
+    let before = std::fs::read(&path).unwrap();
+    assert_eq!(u32::from_le_bytes(before[12..16].try_into().unwrap()), 1, "required feature bit 0x1");
+    let node = Node::open(&path, &Passphrase::new(V1_PASSWORD.to_vec()), Access::Read).unwrap();
+    let r = name(NameKind::Repo, b"big");
+    let got: BTreeMap<Vec<u8>, Vec<u8>> =
+        node.secrets(&r).unwrap().into_iter().map(|s| (s.as_bytes().to_vec(), node.get(&r, &s).unwrap().to_vec())).collect();
+    assert!(got == delta_fixture_content());
+    let log = node.log(&r, None).unwrap();
+    let messages: Vec<&str> = log.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages, ["Rename s009 to renamed", "Remove s008", "Update s007", "Add s150", "Import 150 secrets"]);
+    // The commit ids pin every tree, rebuilt from its delta, byte for byte.
+    let ids: Vec<String> = log.iter().map(|e| e.id.to_string()).collect();
+    assert_eq!(ids, DELTA_FIXTURE_IDS);
+    let repo = &node.state().repos[&r];
+    let sizes: Vec<usize> = log.iter().map(|e| repo.read_tree(repo.commit(e.id).unwrap().tree).unwrap().len()).collect();
+    assert_eq!(sizes, [150, 150, 151, 151, 150]);
+    assert!(crate::util::unchanged(&path, &before), "reading the fixture wrote to it");
+}
+
+/// The history of `big` in the tree-deltas fixture, newest first.
+const DELTA_FIXTURE_IDS: [&str; 5] = [
+    "a785a4980e0367f9a3f7efda108f89ddba2d863a",
+    "5eef70d1d25ae66b7bfb914074e1cbdedbae0afa",
+    "c88bc8a8e0155ead575b855c6cb31ce6fcedca5f",
+    "c64c42cbe2181a26892702c8a389ba116c13a92f",
+    "b51682c62a9ee319343deda527038714095b6219",
+];

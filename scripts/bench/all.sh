@@ -8,7 +8,8 @@
 #   sizes: POLYKEY_BENCH_SIZES (default 10,100,1000,10000); --full or POLYKEY_BENCH_FULL=1
 #   adds 100000. Bounded: about 5 minutes by default on 2 shared cores (each step has a
 #   time limit; --full takes longer).
-# Writes: target/bench/{node,mount,baselines}.json (records), target/bench/results.{csv,json}
+# Writes: target/bench/{node,mount,baselines}.json (records), target/bench/growth.md (the
+#   storage growth table of scripts/bench/growth.sh), target/bench/results.{csv,json}
 #   (all raw numbers), target/bench/table.md, and the plot docs/perf/latency.svg.
 # Not part of scripts/test.sh: benchmarks are run by hand.
 set -euo pipefail
@@ -81,6 +82,9 @@ echo "== mount bench"
 POLYKEY_BENCH_OUT=$out/mount.json timeout "$limit" cargo bench --quiet -p polykey-mountd --bench mount
 echo "== CLI baselines (polykey --help, pass, gopass)"
 timeout "$limit" scripts/bench/baselines.sh "$out/baselines.json" "$sizes" || echo "(baselines failed or timed out: their figures are missing)"
+
+echo "== growth bench (one repository: import against one secret at a time)"
+timeout "$limit" scripts/bench/growth.sh | tee "$out/growth.md" || echo "(growth bench failed or timed out)"
 
 echo "== report"
 python3 scripts/bench/report.py "$out" docs/perf/latency.svg

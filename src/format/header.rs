@@ -15,11 +15,13 @@ pub const LOG_OFFSET: u64 = 2 * SLOT_BYTES as u64;
 pub const MAGIC: &[u8; 8] = b"POLYKEY\0";
 /// The format version this code writes and reads.
 pub const VERSION: u16 = 1;
+/// Required feature bit 0: the log holds tree deltas (docs/FORMAT.md, "Tree deltas").
+pub const FEATURE_TREE_DELTAS: u32 = 0x1;
 /// Required feature bit 1: the log's end after a compaction is an authenticated END frame,
 /// and the unauthenticated marker of version 1 is refused (docs/FORMAT.md, "Compaction").
 pub const FEATURE_AUTHENTICATED_END: u32 = 0x2;
 /// Required feature flags this build understands: any other bit is refused.
-pub const KNOWN_REQUIRED_FEATURES: u32 = FEATURE_AUTHENTICATED_END;
+pub const KNOWN_REQUIRED_FEATURES: u32 = FEATURE_TREE_DELTAS | FEATURE_AUTHENTICATED_END;
 /// KDF identifier: Argon2id, version 0x13.
 pub const KDF_ARGON2ID: u8 = 1;
 
@@ -84,8 +86,9 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
 
 impl Header {
     /// A new header for a fresh node: random id and salt, the data key wrapped under `pass`.
-    /// The caller seals it with [`Header::seal`] before writing.
-    pub fn create(pass: &Passphrase, params: kdf::KdfParams) -> std::io::Result<(Header, Key)> {
+    /// The caller seals it with [`Header::seal`] before writing. Returns the header, the data
+    /// key and the key-encryption key (see [`Header::require`]).
+    pub fn create(pass: &Passphrase, params: kdf::KdfParams) -> std::io::Result<(Header, Key, Key)> {
         let mut node_id = [0u8; 16];
         crate::secret::fill_random(&mut node_id)?;
         let data_key = Key::random()?;
@@ -107,21 +110,37 @@ impl Header {
             seal_nonce: [0; aead::NONCE_BYTES],
             seal_tag: [0; aead::TAG_BYTES],
         };
-        h.wrap(pass, params, &data_key)?;
+        let kek = h.wrap(pass, params, &data_key)?;
         h.seal(&data_key)?;
-        Ok((h, data_key))
+        Ok((h, data_key, kek))
     }
 
-    /// Re-wraps `data_key` under a new passphrase (fresh salt and nonce).
-    pub fn wrap(&mut self, pass: &Passphrase, params: kdf::KdfParams, data_key: &Key) -> std::io::Result<()> {
+    /// Re-wraps `data_key` under a new passphrase (fresh salt and nonce). Returns the new
+    /// key-encryption key.
+    pub fn wrap(&mut self, pass: &Passphrase, params: kdf::KdfParams, data_key: &Key) -> std::io::Result<Key> {
         self.kdf = params;
         crate::secret::fill_random(&mut self.salt)?;
-        self.wrap_nonce = aead::random_nonce()?;
         let kek = self.kdf.derive(pass, &self.salt);
-        let mut buf = data_key.expose().to_vec();
-        aead::seal(&kek, &self.wrap_nonce, &self.wrap_aad(), &mut buf);
+        self.wrap_with(&kek, data_key)?;
+        Ok(kek)
+    }
+
+    /// Wraps `data_key` under `kek` with a fresh nonce, binding the header's fields as they
+    /// are now.
+    fn wrap_with(&mut self, kek: &Key, data_key: &Key) -> std::io::Result<()> {
+        self.wrap_nonce = aead::random_nonce()?;
+        let mut buf = zeroize::Zeroizing::new(data_key.expose().to_vec());
+        aead::seal(kek, &self.wrap_nonce, &self.wrap_aad(), &mut buf);
         self.wrapped_key.copy_from_slice(&buf);
         Ok(())
+    }
+
+    /// Sets required feature bits. They are bound into the key wrap (an older reader must
+    /// not be tricked past them), so the data key is wrapped again under the same
+    /// key-encryption key `kek`: the passphrase stays, and no key derivation is needed.
+    pub fn require(&mut self, bits: u32, kek: &Key, data_key: &Key) -> std::io::Result<()> {
+        self.required_features |= bits;
+        self.wrap_with(kek, data_key)
     }
 
     /// Unwraps the data key with `pass`.
@@ -280,16 +299,21 @@ impl Header {
     /// Opens the header of `file` with `pass`: the newest intact copy that unwraps and whose
     /// seal holds. Returns it, the data key, and whether both copies were intact and equal.
     pub fn open(file: &[u8], pass: &Passphrase) -> Result<(Header, Key, bool), HeaderError> {
+        Self::open_keys(file, pass).map(|(h, key, _, both)| (h, key, both))
+    }
+
+    /// [`Header::open`], also returning the key-encryption key (after the data key).
+    pub fn open_keys(file: &[u8], pass: &Passphrase) -> Result<(Header, Key, Key, bool), HeaderError> {
         Self::open_deriving(file, &mut |kdf, salt| kdf.derive(pass, salt))
     }
 
-    /// [`Header::open`] with the key derivation given: it is called once per distinct KDF
+    /// [`Header::open_keys`] with the key derivation given: it is called once per distinct KDF
     /// settings and salt, so two copies that ask for the same (a crafted header differing only
     /// in its log pointers, an interrupted compaction) cost one derivation, not two.
     fn open_deriving(
         file: &[u8],
         derive: &mut dyn FnMut(&kdf::KdfParams, &[u8; kdf::SALT_BYTES]) -> Key,
-    ) -> Result<(Header, Key, bool), HeaderError> {
+    ) -> Result<(Header, Key, Key, bool), HeaderError> {
         let (candidates, both) = Self::decode(file)?;
         let mut err = HeaderError::WrongPassphrase;
         let mut derived: Vec<(kdf::KdfParams, [u8; kdf::SALT_BYTES], Key)> = Vec::new();
@@ -302,7 +326,7 @@ impl Header {
                 }
             };
             match h.unwrap_with(&derived[i].2) {
-                Ok(key) if h.verify_seal(&key) => return Ok((h, key, both)),
+                Ok(key) if h.verify_seal(&key) => return Ok((h, key, derived.swap_remove(i).2, both)),
                 Ok(_) => err = HeaderError::Damaged("header seal does not verify (tampered log pointers?)".into()),
                 Err(e) => {
                     if !matches!(err, HeaderError::Damaged(_)) {
@@ -331,7 +355,7 @@ mod tests {
     #[test]
     fn create_encode_open() {
         let pw = Passphrase::new(b"pw".to_vec());
-        let (h, key) = Header::create(&pw, fast()).unwrap();
+        let (h, key) = Header::create(&pw, fast()).map(|(h, k, _)| (h, k)).unwrap();
         let (back, k2, both) = Header::open(&file(&h), &pw).unwrap();
         assert!(both);
         assert_eq!(back, h);
@@ -342,7 +366,7 @@ mod tests {
     #[test]
     fn one_damaged_slot_is_survived_two_are_damage() {
         let pw = Passphrase::new(b"pw".to_vec());
-        let (h, _) = Header::create(&pw, fast()).unwrap();
+        let (h, _) = Header::create(&pw, fast()).map(|(h, k, _)| (h, k)).unwrap();
         let mut f = file(&h);
         f[100] ^= 1;
         let (back, _, both) = Header::open(&f, &pw).unwrap();
@@ -354,7 +378,7 @@ mod tests {
     #[test]
     fn unknown_version_and_features_are_refused_even_beside_a_good_copy() {
         let pw = Passphrase::new(b"pw".to_vec());
-        let (mut h, _) = Header::create(&pw, fast()).unwrap();
+        let (mut h, _) = Header::create(&pw, fast()).map(|(h, k, _)| (h, k)).unwrap();
         let good = h.encode();
         h.version = 2;
         assert!(matches!(Header::decode(&[good, h.encode()].concat()), Err(HeaderError::Unsupported(_))));
@@ -369,7 +393,7 @@ mod tests {
     #[test]
     fn tampered_fields_are_caught() {
         let pw = Passphrase::new(b"pw".to_vec());
-        let (h, _) = Header::create(&pw, fast()).unwrap();
+        let (h, _) = Header::create(&pw, fast()).map(|(h, k, _)| (h, k)).unwrap();
         // KDF parameters are bound to the key wrap.
         let mut t = h.clone();
         t.kdf.time_cost = 2;
@@ -399,7 +423,7 @@ mod tests {
                 n += 1;
                 kdf.derive(pass, salt)
             });
-            (r.map(|(h, _, _)| h), n)
+            (r.map(|(h, _, _, _)| h), n)
         };
         assert_eq!(count(&Passphrase::new(b"wrong".to_vec())), (Err(HeaderError::WrongPassphrase), 1));
         assert_eq!(count(&pw), (Ok(a.clone()), 1));
@@ -419,7 +443,7 @@ mod tests {
     #[test]
     fn an_interrupted_passphrase_change_opens_with_either_passphrase() {
         let (old, new) = (Passphrase::new(b"old".to_vec()), Passphrase::new(b"new".to_vec()));
-        let (h, key) = Header::create(&old, fast()).unwrap();
+        let (h, key, _) = Header::create(&old, fast()).unwrap();
         let mut h2 = h.clone();
         h2.wrap(&new, fast(), &key).unwrap();
         h2.generation += 1;

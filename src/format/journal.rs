@@ -18,6 +18,24 @@ pub enum Record {
     Repo(Name),
     /// `repos/<repo>/.git/objects/xx/yyyy…` (file): a loose git object (zlib bytes).
     Object(Name, Oid, Vec<u8>),
+    /// `repos/<repo>/.git/deltas/xx/yyyy…` (file): a tree stored as a delta against an
+    /// earlier tree of the repository (see [`crate::git::delta`]); needs feature bit 0x1.
+    Delta(Name, Oid, Vec<u8>),
+    /// `repos/<repo>/.git/saves/xx/yyyy…` (file): one save of a big repository in one member:
+    /// the commit `yyyy…` (loose bytes), its tree as a delta, and the head moved to the commit
+    /// (what an `Object`, a `Delta` and a `Head` record do); needs feature bit 0x1.
+    Save {
+        /// The repository.
+        repo: Name,
+        /// The commit's id.
+        commit: Oid,
+        /// The commit's loose bytes.
+        commit_z: Vec<u8>,
+        /// The id of the commit's tree.
+        tree: Oid,
+        /// The tree, as a delta (see [`crate::git::delta`]).
+        delta: Vec<u8>,
+    },
     /// `repos/<repo>/.git/refs/heads/main` (file, `<hex>\n`): the branch head.
     Head(Name, Oid),
     /// `tags/<tag>/` (directory): the tag exists.
@@ -82,6 +100,37 @@ pub(crate) fn path_of(parts: &[&[u8]]) -> Vec<u8> {
 pub(crate) fn object_path(repo: &Name, oid: Oid) -> Vec<u8> {
     let hex = oid.to_string();
     path_of(&[b"repos", repo.as_bytes(), b".git/objects", &hex.as_bytes()[..2], &hex.as_bytes()[2..]])
+}
+
+/// `repos/<repo>/.git/deltas/xx/yyyy…`: where a tree delta is recorded.
+pub(crate) fn delta_path(repo: &Name, oid: Oid) -> Vec<u8> {
+    let hex = oid.to_string();
+    path_of(&[b"repos", repo.as_bytes(), b".git/deltas", &hex.as_bytes()[..2], &hex.as_bytes()[2..]])
+}
+
+/// `repos/<repo>/.git/saves/xx/yyyy…`: where a save of a commit and its tree delta is recorded.
+pub(crate) fn save_path(repo: &Name, commit: Oid) -> Vec<u8> {
+    let hex = commit.to_string();
+    path_of(&[b"repos", repo.as_bytes(), b".git/saves", &hex.as_bytes()[..2], &hex.as_bytes()[2..]])
+}
+
+/// The data of a save record: tree id, the commit's length (`u32`), the commit, the delta.
+fn save_data(commit_z: &[u8], tree: Oid, delta: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(24 + commit_z.len() + delta.len()));
+    out.extend_from_slice(tree.as_bytes());
+    out.extend_from_slice(&(commit_z.len() as u32).to_le_bytes());
+    out.extend_from_slice(commit_z);
+    out.extend_from_slice(delta);
+    out
+}
+
+/// A save record from its path's parts and data; `None` if the data is cut short.
+fn save_record(repo: Name, commit: Oid, data: &[u8]) -> Option<Record> {
+    let tree = Oid::from_bytes(data.get(..20)?).ok()?;
+    let len = u32::from_le_bytes(data.get(20..24)?.try_into().ok()?) as usize;
+    let commit_z = data.get(24..24usize.checked_add(len)?)?.to_vec();
+    let delta = data[24 + len..].to_vec();
+    Some(Record::Save { repo, commit, commit_z, tree, delta })
 }
 
 /// A byte path as a `Path` for the tar crate (lossless on Unix).
@@ -168,6 +217,10 @@ impl Writer {
         let written = match record {
             Record::Repo(r) => add_dir(tar, &path_of(&[b"repos", r.as_bytes()]), 0),
             Record::Object(r, oid, z) => add_file(tar, &object_path(r, *oid), 0o400, 0, z),
+            Record::Delta(r, oid, d) => add_file(tar, &delta_path(r, *oid), 0o400, 0, d),
+            Record::Save { repo, commit, commit_z, tree, delta } => {
+                add_file(tar, &save_path(repo, *commit), 0o400, 0, &save_data(commit_z, *tree, delta))
+            }
             Record::Head(r, oid) => {
                 let p = path_of(&[b"repos", r.as_bytes(), HEAD_SUFFIX]);
                 add_file(tar, &p, 0o600, 0, format!("{oid}\n").as_bytes())
@@ -434,6 +487,18 @@ fn fast_file(path: &[u8], data: &[u8]) -> Option<Record> {
         let hex = data.strip_suffix(b"\n")?;
         return Some(Record::Head(name(NameKind::Repo, r)?, oid_from_hex(hex, &[])?));
     }
+    if let Some(obj) = rest.strip_prefix(b".git/saves/") {
+        if obj.len() != 41 || obj[2] != b'/' {
+            return None;
+        }
+        return save_record(name(NameKind::Repo, r)?, oid_from_hex(&obj[..2], &obj[3..])?, data);
+    }
+    if let Some(obj) = rest.strip_prefix(b".git/deltas/") {
+        if obj.len() != 41 || obj[2] != b'/' {
+            return None;
+        }
+        return Some(Record::Delta(name(NameKind::Repo, r)?, oid_from_hex(&obj[..2], &obj[3..])?, data.to_vec()));
+    }
     let obj = rest.strip_prefix(b".git/objects/")?;
     if obj.len() != 41 || obj[2] != b'/' {
         return None;
@@ -535,8 +600,13 @@ pub fn wipe_records(records: &mut Vec<Record>) {
 
 /// Wipes the object bytes a record holds (the only part that may be secret).
 pub fn wipe_record(record: &mut Record) {
-    if let Record::Object(_, _, z) = record {
-        z.zeroize();
+    match record {
+        Record::Object(_, _, z) | Record::Delta(_, _, z) => z.zeroize(),
+        Record::Save { commit_z, delta, .. } => {
+            commit_z.zeroize();
+            delta.zeroize();
+        }
+        _ => {}
     }
 }
 
@@ -556,12 +626,20 @@ fn parse_file(path: &[u8], parts: &[&[u8]], data: Vec<u8>) -> Option<Record> {
         };
     }
     match parts {
-        [b"repos", r, b".git", b"objects", xx, rest] if xx.len() == 2 && rest.len() == 38 => {
+        [b"repos", r, b".git", b"saves", xx, rest] if xx.len() == 2 && rest.len() == 38 => {
             let hex = std::str::from_utf8(&[*xx, *rest].concat()).ok()?.to_owned();
             if hex.bytes().any(|b| b.is_ascii_uppercase()) {
                 return None;
             }
-            Some(Record::Object(name(NameKind::Repo, r)?, git2::Oid::from_str(&hex).ok()?, data))
+            save_record(name(NameKind::Repo, r)?, git2::Oid::from_str(&hex).ok()?, &data)
+        }
+        [b"repos", r, b".git", dir @ (b"objects" | b"deltas"), xx, rest] if xx.len() == 2 && rest.len() == 38 => {
+            let hex = std::str::from_utf8(&[*xx, *rest].concat()).ok()?.to_owned();
+            if hex.bytes().any(|b| b.is_ascii_uppercase()) {
+                return None;
+            }
+            let (r, oid) = (name(NameKind::Repo, r)?, git2::Oid::from_str(&hex).ok()?);
+            Some(if *dir == b"objects" { Record::Object(r, oid, data) } else { Record::Delta(r, oid, data) })
         }
         [b"repos", r, b".git", b"refs", b"heads", b"main"] => {
             let hex = std::str::from_utf8(data.strip_suffix(b"\n")?).ok()?;
@@ -597,6 +675,10 @@ mod tests {
             Record::Repo(n(NameKind::Repo, &long)),
             Record::Object(n(NameKind::Repo, &long), oid, z.clone()),
             Record::Object(n(NameKind::Repo, b"r"), oid, z),
+            Record::Delta(n(NameKind::Repo, &long), oid, vec![7; 60]),
+            Record::Delta(n(NameKind::Repo, b"r"), oid, oid.as_bytes().to_vec()),
+            Record::Save { repo: n(NameKind::Repo, &long), commit: oid, commit_z: vec![1; 300], tree: oid, delta: vec![2; 70] },
+            Record::Save { repo: n(NameKind::Repo, b"r"), commit: oid, commit_z: Vec::new(), tree: oid, delta: Vec::new() },
             Record::Head(n(NameKind::Repo, b"r"), oid),
             Record::Tag(n(NameKind::Tag, "☃".as_bytes())),
             Record::Link {

@@ -1165,7 +1165,7 @@ mod tests {
     /// A node file: header slots, then transactions (plaintext, RESET, plaintext bytes a
     /// frame); returns the file, its header and key.
     fn node(txns: &[(Vec<u8>, bool, usize)]) -> (Vec<u8>, Header, Key) {
-        let (mut header, key) =
+        let (mut header, key, _) =
             Header::create(&Passphrase::new(b"p".to_vec()), KdfParams { memory_kib: 8, time_cost: 1, parallelism: 1 }).unwrap();
         let mut storage = crate::storage::MemStorage::default();
         write_header(&mut storage, &mut header, &key).unwrap();

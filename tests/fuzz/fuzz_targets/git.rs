@@ -11,7 +11,10 @@
 //!   short: never another body), and peeked at its size;
 //! - 3: a tree body: what parses writes back to an equal tree, byte-identical when every entry
 //!   has mode 100644;
-//! - 4: a commit body: what parses writes back (`commit_body`) to an equal commit.
+//! - 4: a commit body: what parses writes back (`commit_body`) to an equal commit;
+//! - 5: a split byte, then two tree bodies: where both parse, the delta from one to the other
+//!   applied to the first gives the second, byte for byte; any bytes applied as a delta to a
+//!   valid tree either fail or rebuild a tree that parses.
 #![no_main]
 
 use flate2::{write::ZlibEncoder, Compression};
@@ -94,9 +97,31 @@ fn commit(body: &[u8]) {
     assert_eq!(git::parse_commit(oid, &again).expect("a written commit parses"), c);
 }
 
+fn delta(data: &[u8]) {
+    let Some((&split, rest)) = data.split_first() else { return };
+    let (a, b) = rest.split_at(usize::from(split).min(rest.len()));
+    for (base, other) in [(a, b), (b, a)] {
+        if git::index_tree(some_id(), base).is_err() {
+            continue;
+        }
+        let base_id = Oid::hash_object(ObjectType::Tree, base).unwrap();
+        // Any bytes as a delta (after a base id): an error, or a tree that parses.
+        let raw = [base_id.as_bytes(), other].concat();
+        let claimed = Oid::hash_object(ObjectType::Tree, other).unwrap();
+        if let Ok(body) = git::delta::apply(claimed, base, &[(claimed, &raw)]) {
+            git::index_tree(claimed, &body).expect("a rebuilt tree parses");
+        }
+        if git::index_tree(some_id(), other).is_ok() {
+            let d = git::delta::diff(base_id, base, other);
+            let got = git::delta::apply(claimed, base, &[(claimed, &d)]).expect("a diff applies");
+            assert_eq!(&got[..], other, "a diff applied to its base gave another tree");
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
-    match mode % 5 {
+    match mode % 6 {
         0 => {
             for (kind, _) in KINDS {
                 let _ = git::decode(some_id(), rest, kind);
@@ -106,6 +131,7 @@ fuzz_target!(|data: &[u8]| {
         1 => decode_raw(rest),
         2 => encode_decode(rest),
         3 => tree(rest),
-        _ => commit(rest),
+        4 => commit(rest),
+        _ => delta(rest),
     }
 });

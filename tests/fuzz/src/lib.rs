@@ -33,7 +33,7 @@ pub struct TestNode {
 pub fn test_node() -> &'static TestNode {
     static NODE: OnceLock<TestNode> = OnceLock::new();
     NODE.get_or_init(|| {
-        let (header, key) = Header::create(&pass(), FAST_KDF).expect("the OS has randomness");
+        let (header, key, _) = Header::create(&pass(), FAST_KDF).expect("the OS has randomness");
         let slot = header.encode();
         TestNode { header, key, slots: [slot, slot].concat() }
     })
@@ -218,7 +218,19 @@ impl RecordGen {
 
     /// One journal record.
     pub fn record(&mut self, u: &mut Unstructured<'_>) -> Result<Record> {
-        Ok(match u.int_in_range(0..=8)? {
+        Ok(match u.int_in_range(0..=10)? {
+            10 => {
+                // A save: a commit's bytes and a tree delta, arbitrary.
+                let repo = name(u, NameKind::Repo)?;
+                let (commit, tree) = (self.oid(u)?, self.oid(u)?);
+                Record::Save { repo, commit, commit_z: bytes(u, 64)?.to_vec(), tree, delta: bytes(u, 96)?.to_vec() }
+            }
+            9 => {
+                // A tree delta: a known id as its base, then arbitrary operations.
+                let repo = name(u, NameKind::Repo)?;
+                let (oid, base) = (self.oid(u)?, self.oid(u)?);
+                Record::Delta(repo, oid, [base.as_bytes(), bytes(u, 96)?].concat())
+            }
             0 => Record::Repo(name(u, NameKind::Repo)?),
             1 | 2 => {
                 let repo = name(u, NameKind::Repo)?;
