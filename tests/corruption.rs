@@ -515,7 +515,7 @@ fn overwritten_node(t: &TempNode) -> (Vec<u8>, Snapshot) {
 /// [`overwritten_node`] for a node as the first version 1 writers made it (no required
 /// features: its compactions leave version 1's marker, not the authenticated END frame).
 fn overwritten_v1_node() -> (Vec<u8>, Snapshot) {
-    let (mut header, key) = polykey::format::header::Header::create(&pass(), crate::util::FAST_KDF).unwrap();
+    let (mut header, key, _) = polykey::format::header::Header::create(&pass(), crate::util::FAST_KDF).unwrap();
     header.required_features = 0;
     header.wrap(&pass(), crate::util::FAST_KDF, &key).unwrap();
     let rec = Recorder::new(&[]);

@@ -401,7 +401,7 @@ fn the_authenticated_end_is_set_where_the_key_is_wrapped() {
     drop(t.create());
     assert_eq!(features(&t.path), 0x2, "a new node");
     let v1 = |path: &Path| {
-        let (mut header, key) = Header::create(&pass(), crate::util::FAST_KDF).unwrap();
+        let (mut header, key, _) = Header::create(&pass(), crate::util::FAST_KDF).unwrap();
         header.required_features = 0;
         header.wrap(&pass(), crate::util::FAST_KDF, &key).unwrap();
         let mut storage = MemStorage::default();

@@ -670,7 +670,7 @@ impl Build {
     /// A new node as version 1 wrote it: no required features, so its compactions leave the
     /// unauthenticated marker of version 1 (docs/FORMAT.md, "Compaction").
     fn v1(password: &Passphrase) -> Build {
-        let (mut header, key) = Header::create(password, FAST_KDF).unwrap();
+        let (mut header, key, _) = Header::create(password, FAST_KDF).unwrap();
         header.required_features = 0;
         header.wrap(password, FAST_KDF, &key).unwrap();
         Self::with_header(&header, &key, password)

@@ -408,7 +408,7 @@ mod tests {
     #[test]
     fn copies_asking_for_the_same_settings_and_salt_cost_one_derivation() {
         let pw = Passphrase::new(b"pw".to_vec());
-        let (h, key) = Header::create(&pw, fast()).unwrap();
+        let (h, key, _) = Header::create(&pw, fast()).unwrap();
         // Slot A differs from slot B only in its sealed fields, as after an interrupted
         // compaction (or in a crafted header): both are tried, the KEK is derived once.
         let mut a = h.clone();
