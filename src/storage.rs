@@ -26,10 +26,62 @@ pub trait Storage: Send {
     fn truncate(&mut self, len: u64) -> io::Result<()>;
     /// Makes every earlier write and truncation durable.
     fn sync(&mut self) -> io::Result<()>;
-    /// Opens the file again by its path (after its device went away and came back).
-    fn reopen(&mut self) -> io::Result<()> {
+    /// How many bytes can really be read: [`Storage::len`], unless the file ends early (a FAT
+    /// stick pulled mid-write can leave a size that reads return 0 before). Found by reading
+    /// single bytes, a binary search below the length when the last byte does not read.
+    fn readable_len(&self) -> io::Result<u64> {
+        let len = self.len()?;
+        let readable = |at: u64| match self.read_exact_at(at, &mut [0u8]) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e),
+        };
+        if len == 0 || readable(len - 1)? {
+            return Ok(len);
+        }
+        // Invariant: byte `lo - 1` reads (or `lo` is 0), byte `hi` does not.
+        let (mut lo, mut hi) = (0u64, len - 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if readable(mid)? {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+    /// Opens the file again by its path (after its device went away and came back) and
+    /// writes to it from now on if `accept` (which checks it is the same node) agrees.
+    fn reopen(&mut self, accept: &dyn Fn(&dyn Storage) -> io::Result<()>) -> io::Result<()> {
+        let _ = accept;
         Err(io::ErrorKind::Unsupported.into())
     }
+    /// Whether the node's path still leads to the file written through this storage.
+    fn placement(&self) -> Placement {
+        Placement::Home
+    }
+    /// Creates a new file beside the node's path (never replacing anything) and writes to it
+    /// from now on; returns its path. The caller fills it with a whole node.
+    fn start_rescue(&mut self) -> io::Result<std::path::PathBuf> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
+
+/// Where the file being written is, seen from the node's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// The path leads to it.
+    Home,
+    /// It is a rescue file (see [`Storage::start_rescue`]) still at its own path.
+    Rescue(std::path::PathBuf),
+    /// It cannot be reached, or the path's folder is on another filesystem now (a stick
+    /// pulled or unmounted): wait for it to come back.
+    Gone(String),
+    /// The path's folder is on the file's filesystem, but the path leads to another file or to
+    /// nothing (replaced by a sync client or `mv`, or removed): the file written is lost to
+    /// the user.
+    Replaced(String),
 }
 
 /// A node file on a real filesystem.
@@ -37,17 +89,19 @@ pub struct FileStorage {
     file: File,
     /// Where it was opened, for [`Storage::reopen`].
     path: Option<std::path::PathBuf>,
+    /// The rescue file written to instead, while the path leads elsewhere.
+    rescue: Option<std::path::PathBuf>,
 }
 
 impl FileStorage {
     /// Wraps an open file.
     pub fn new(file: File) -> Self {
-        FileStorage { file, path: None }
+        FileStorage { file, path: None, rescue: None }
     }
 
     /// Wraps a file opened for writing at `path`, which [`Storage::reopen`] may open again.
     pub fn at(file: File, path: &std::path::Path) -> Self {
-        FileStorage { file, path: Some(path.to_owned()) }
+        FileStorage { file, path: Some(path.to_owned()), rescue: None }
     }
 
     /// The underlying file (for locking).
@@ -109,16 +163,75 @@ impl Storage for FileStorage {
         self.file.sync_all()
     }
 
-    fn reopen(&mut self) -> io::Result<()> {
+    fn reopen(&mut self, accept: &dyn Fn(&dyn Storage) -> io::Result<()>) -> io::Result<()> {
         let path = self.path.clone().ok_or(io::ErrorKind::Unsupported)?;
         let file = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
-        // The old descriptor's lock goes with it; then the new one is locked for us alone.
-        self.file = file;
-        self.file.try_lock().map_err(|e| match e {
-            std::fs::TryLockError::WouldBlock => io::Error::new(io::ErrorKind::WouldBlock, "another process took the node"),
-            std::fs::TryLockError::Error(e) => e,
-        })
+        lock(&file)?;
+        let candidate = FileStorage { file, path: None, rescue: None };
+        accept(&candidate)?;
+        // The old descriptor's lock goes with it.
+        self.file = candidate.file;
+        self.rescue = None;
+        Ok(())
     }
+
+    #[cfg(unix)]
+    fn placement(&self) -> Placement {
+        use std::os::unix::fs::MetadataExt;
+        let Some(path) = &self.path else { return Placement::Home };
+        let held = match self.file.metadata() {
+            Ok(m) => m,
+            Err(e) => return Placement::Gone(format!("the node file cannot be reached: {e}")),
+        };
+        let same = |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino());
+        if same(path) {
+            return Placement::Home;
+        }
+        if let Some(r) = self.rescue.as_ref().filter(|r| same(r)) {
+            return Placement::Rescue(r.clone());
+        }
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        match std::fs::metadata(dir) {
+            Ok(d) if d.dev() == held.dev() => Placement::Replaced(match std::fs::metadata(path) {
+                Ok(_) => format!("{} was replaced by another file", path.display()),
+                Err(e) => format!("{} is gone ({e})", path.display()),
+            }),
+            Ok(_) => Placement::Gone(format!("the filesystem holding {} was unmounted or pulled", path.display())),
+            Err(e) => Placement::Gone(format!("{} cannot be reached: {e}", dir.display())),
+        }
+    }
+
+    fn start_rescue(&mut self) -> io::Result<std::path::PathBuf> {
+        let path = self.path.clone().ok_or(io::ErrorKind::Unsupported)?;
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "node".into());
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true).write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        for n in 1..100 {
+            let rescue =
+                path.with_file_name(format!("{name}.rescued-{stamp}{}.node", if n == 1 { String::new() } else { format!("-{n}") }));
+            match opts.open(&rescue) {
+                Ok(file) => {
+                    lock(&file)?;
+                    self.file = file;
+                    self.rescue = Some(rescue.clone());
+                    return Ok(rescue);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free rescue file name"))
+    }
+}
+
+fn lock(file: &File) -> io::Result<()> {
+    file.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => io::Error::new(io::ErrorKind::WouldBlock, "another process took the node"),
+        std::fs::TryLockError::Error(e) => e,
+    })
 }
 
 #[cfg(unix)]

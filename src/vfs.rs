@@ -471,6 +471,12 @@ impl Vfs {
         std::mem::take(&mut self.invalidations)
     }
 
+    /// Checks that the node's path still leads to the file the node is written to (see
+    /// [`Node::check_placement`]); returns why not, if so. Call about every second.
+    pub fn check_placement(&mut self) -> Option<String> {
+        self.node.check_placement().map(str::to_owned)
+    }
+
     /// Whether changes are waiting to be written to the node file.
     pub fn has_unsaved(&self) -> bool {
         self.unsaved || self.node.is_dirty()

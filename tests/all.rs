@@ -16,4 +16,5 @@ mod posix;
 mod rollback;
 mod roundtrip;
 mod secrecy;
+mod stick;
 mod vectors;

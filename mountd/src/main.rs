@@ -16,16 +16,21 @@ mod watch;
 #[cfg(windows)]
 mod winfsp;
 
+use polykey::control::Health;
 use polykey::vfs::Vfs;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How often periodic work runs (grace-period commits, save retries, auto-lock).
+/// How often periodic work runs (grace-period commits, save retries, the node file's place,
+/// auto-lock).
 const TICK: Duration = Duration::from_millis(250);
+/// A log file past this size is moved aside (replacing the one moved aside before) and a new
+/// one begun: a flood of lines takes at most twice this on disk.
+const LOG_MAX_BYTES: u64 = 4 << 20;
 
 /// What the adapters, the control server and the main loop share.
 pub struct State {
@@ -33,6 +38,8 @@ pub struct State {
     pub vfs: Mutex<Vfs>,
     start: Instant,
     last_access_ms: AtomicU64,
+    /// How saving goes, for `polykey status` (its own lock: answered even while a save blocks).
+    pub health: Mutex<Health>,
 }
 
 /// Shared state handle.
@@ -41,7 +48,17 @@ pub type Shared = std::sync::Arc<State>;
 impl State {
     /// The shared state of a freshly opened node, owned by `uid`/`gid` in the mount.
     pub fn shared(node: polykey::Node, uid: u32, gid: u32) -> Shared {
-        std::sync::Arc::new(State { vfs: Mutex::new(Vfs::new(node, uid, gid)), start: Instant::now(), last_access_ms: AtomicU64::new(0) })
+        std::sync::Arc::new(State {
+            vfs: Mutex::new(Vfs::new(node, uid, gid)),
+            start: Instant::now(),
+            last_access_ms: AtomicU64::new(0),
+            health: Mutex::new(Health::default()),
+        })
+    }
+
+    /// How saving goes now.
+    pub fn health(&self) -> Health {
+        self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Records an access (for `--lock-after`).
@@ -67,9 +84,10 @@ pub enum Event {
     Tick,
 }
 
-/// Periodic work, the same on every platform: grace-period commits and save retries (logged
-/// when they start and stop failing), remembering the node's position for rollback detection,
-/// and `--lock-after`. Returns whether saving is failing now.
+/// Periodic work, the same on every platform: checks that the node's path still leads to the
+/// file written, grace-period commits and save retries (logged when they start and stop
+/// failing), the health `polykey status` shows, remembering the node's position for rollback
+/// detection, and `--lock-after`. Returns whether saving is failing now.
 pub fn on_tick(
     shared: &Shared,
     recorded: &mut Option<(u32, u64)>,
@@ -78,25 +96,59 @@ pub fn on_tick(
     stopping: &mut bool,
 ) -> bool {
     let mut vfs = shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let before = shared.health();
+    let lost = vfs.check_placement();
+    if let (Some(why), false) = (&lost, failing) {
+        log(&format!("{why}: nothing more is written into the file this mount held; writing everything where it can be found"));
+    }
     let r = vfs.tick();
     // Remember how far the node has come, so an old copy put back is noticed.
     if *recorded != Some(vfs.node().position()) && !vfs.has_unsaved() {
         polykey::rollback::record(vfs.node());
         *recorded = Some(vfs.node().position());
     }
+    let node = vfs.node();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let error = match (&r, node.lost()) {
+        (Err(e), _) => Some(e.to_string()),
+        (Ok(()), Some(why)) => Some(why.to_owned()),
+        (Ok(()), None) => None,
+    };
+    let health = Health {
+        log: before.log.clone(),
+        failing_since: error.as_ref().map(|_| before.failing_since.unwrap_or(now)),
+        error: error.clone().unwrap_or_default(),
+        waiting: if error.is_some() { node.waiting().max(1) } else { 0 },
+        rescued: node.rescued().map(Path::to_owned),
+    };
+    let node_path = node.path().to_owned();
     drop(vfs);
-    match (&r, failing) {
-        (Err(e), false) => log(&format!("saving failed, will retry: {e}")),
-        (Ok(()), true) => log("saving works again; everything is written"),
+    match (&error, failing) {
+        (Some(e), false) => log(&format!("saving failed, will retry: {e}")),
+        (None, true) => log("saving works again; everything is written"),
         _ => {}
     }
+    if health.rescued != before.rescued {
+        match &health.rescued {
+            Some(r) => log(&format!(
+                "WARNING: {} now leads to another file, which was left untouched; everything this mount holds is saved in {} \
+                 (same passphrase: open it with `polykey --node {}`), and written there from now on; move it over {} to carry on there",
+                node_path.display(),
+                r.display(),
+                r.display(),
+                node_path.display()
+            )),
+            None => log(&format!("the rescue file is at {} again: writing there", node_path.display())),
+        }
+    }
+    *shared.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = health;
     if let Some(limit) = lock_after {
         if !*stopping && shared.idle() >= limit {
             log("idle for the --lock-after duration: locking");
             *stopping = true;
         }
     }
-    r.is_err()
+    error.is_some()
 }
 
 /// Reads the passphrase from standard input (a pipe from `polykey mount`), opens the node for
@@ -134,9 +186,23 @@ pub fn report(foreground: bool, line: &str) {
     }
 }
 
-/// Writes a line to the log (standard error; a file in the background). Never a secret.
+/// The log file standard error goes to (in the background), to bound its size.
+static LOG_FILE: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Writes a line to the log (standard error; this daemon's own file in the background, moved
+/// aside past [`LOG_MAX_BYTES`]). Never a secret.
 pub fn log(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "polykey-mountd[{}]: {msg}", std::process::id());
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let stamp = polykey::runtime::iso8601(t as i64);
+    let file = LOG_FILE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _ = writeln!(std::io::stderr(), "{stamp} polykey-mountd[{}]: {msg}", std::process::id());
+    #[cfg(unix)]
+    if let Some(path) = file.as_ref().filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > LOG_MAX_BYTES)) {
+        let _ = std::fs::rename(path, path.with_extension("log.old"));
+        if let Some(f) = unix::open_log(path) {
+            let _ = sys::redirect_stderr(&f);
+        }
+    }
 }
 
 /// The daemon's arguments (given by `polykey mount`).
@@ -239,10 +305,10 @@ mod unix {
         }
     }
 
-    fn open_log() -> Option<std::fs::File> {
+    /// Opens (creating, 0600) this daemon's log file.
+    pub(crate) fn open_log(path: &Path) -> Option<std::fs::File> {
         use std::os::unix::fs::OpenOptionsExt;
-        let dir = runtime::dir().ok()?;
-        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(dir.join("mountd.log")).ok()
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).ok()
     }
 
     fn start(args: &Args, hardening: &sys::Hardening) -> Result<ExitCode, String> {
@@ -281,13 +347,16 @@ mod unix {
         // nothing is lost meanwhile, since the shutdown signals are blocked (they stay pending)
         // and the events are queued on their channels.
         report(args.foreground, "ready");
-        server::spawn(listener, shared.clone(), record.clone(), events_tx.clone(), bg.notifier());
+        server::spawn(listener, shared.clone(), events_tx.clone(), bg.notifier());
         spawn_forwarders(events_tx, destroyed_rx);
+        let log_path = runtime::log_path(&node_path).unwrap_or_default();
         if !args.foreground {
-            if let Some(f) = open_log() {
+            if let Some(f) = open_log(&log_path) {
                 let _ = sys::redirect_stderr(&f);
+                *LOG_FILE.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(log_path.clone());
             }
         }
+        shared.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).log = log_path;
         log(&format!("mounted {} at {}", node_path.display(), mountpoint.display()));
         if let Err(e) = watcher {
             log(&format!("no dead-mount watcher ({e}): after a kill -9 only fusermount3 removes the mount"));

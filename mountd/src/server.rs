@@ -5,7 +5,7 @@
 
 use crate::{log, Event, Shared};
 use polykey::control::{self, read_message, write_message, Request, Response};
-use polykey::runtime::{self, MountRecord};
+use polykey::runtime;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::mpsc::Sender;
@@ -27,13 +27,13 @@ pub fn bind(node: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Serves connections, one thread each.
-pub fn spawn(listener: UnixListener, shared: Shared, record: MountRecord, events: Sender<Event>, notifier: fuser::Notifier) {
+pub fn spawn(listener: UnixListener, shared: Shared, events: Sender<Event>, notifier: fuser::Notifier) {
     let notifier = std::sync::Arc::new(notifier);
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let (shared, record, events, notifier) = (shared.clone(), record.clone(), events.clone(), notifier.clone());
+            let (shared, events, notifier) = (shared.clone(), events.clone(), notifier.clone());
             std::thread::spawn(move || {
-                if let Err(e) = serve(stream, &shared, &record, &events, &notifier) {
+                if let Err(e) = serve(stream, &shared, &events, &notifier) {
                     log(&format!("control connection: {e}"));
                 }
             });
@@ -41,13 +41,7 @@ pub fn spawn(listener: UnixListener, shared: Shared, record: MountRecord, events
     });
 }
 
-fn serve(
-    mut stream: UnixStream,
-    shared: &Shared,
-    record: &MountRecord,
-    events: &Sender<Event>,
-    notifier: &fuser::Notifier,
-) -> std::io::Result<()> {
+fn serve(mut stream: UnixStream, shared: &Shared, events: &Sender<Event>, notifier: &fuser::Notifier) -> std::io::Result<()> {
     if crate::sys::peer_uid(&stream)? != runtime::euid() {
         return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "peer is another user"));
     }
@@ -55,7 +49,7 @@ fn serve(
     while let Some(body) = read_message(&mut stream)? {
         let req = Request::decode(&body)?;
         let (delivered, told) = std::sync::mpsc::channel();
-        let resp = answer(req, shared, record, events, notifier, (delivered.clone(), told));
+        let resp = answer(req, shared, events, notifier, (delivered.clone(), told));
         write_message(&mut stream, &resp.encode())?;
         let _ = delivered.send(());
     }
@@ -65,16 +59,13 @@ fn serve(
 fn answer(
     req: Request,
     shared: &Shared,
-    record: &MountRecord,
     events: &Sender<Event>,
     notifier: &fuser::Notifier,
     (_delivered, told): (Sender<()>, std::sync::mpsc::Receiver<()>),
 ) -> Response {
-    use std::os::unix::ffi::OsStrExt;
     match req {
-        Request::Status => {
-            Response::Mounted(record.pid, record.node.as_os_str().as_bytes().to_vec(), record.mountpoint.as_os_str().as_bytes().to_vec())
-        }
+        // Never waits for the filesystem's lock: answered even while a save is stuck.
+        Request::Status => Response::Health(shared.health()),
         Request::Unmount => {
             let (tx, rx) = std::sync::mpsc::channel();
             if events.send(Event::UnmountRequest(tx, told)).is_err() {
