@@ -85,6 +85,8 @@ pub struct Node {
     failed_len: usize,
     /// The rescue file written instead of the node's path, while it is not moved there.
     rescued: Option<PathBuf>,
+    /// Since when saves fail, and the last error.
+    failing: Option<(std::time::SystemTime, String)>,
 }
 
 /// How much of the log's end a reopened file must match (the last frame's tag and more).
@@ -152,6 +154,7 @@ impl Node {
             waiting: 0,
             failed_len: 0,
             rescued: None,
+            failing: None,
         })
     }
 
@@ -197,6 +200,7 @@ impl Node {
             waiting: 0,
             failed_len: 0,
             rescued: None,
+            failing: None,
         })
     }
 
@@ -240,6 +244,15 @@ impl Node {
         self.lost.as_deref()
     }
 
+    /// Since when saving fails, and why (the last error), if it does.
+    pub fn failing(&self) -> Option<(std::time::SystemTime, &str)> {
+        self.failing.as_ref().map(|(t, e)| (*t, e.as_str()))
+    }
+
+    fn fail(&mut self, why: String) {
+        self.failing.get_or_insert_with(|| (std::time::SystemTime::now(), String::new())).1 = why;
+    }
+
     /// The rescue file this node is written to, while the node's path leads to another file.
     pub fn rescued(&self) -> Option<&Path> {
         self.rescued.as_deref()
@@ -259,7 +272,10 @@ impl Node {
         match self.storage.placement() {
             Placement::Home => self.rescued = None, // A rescue file moved to the node's path is the node again.
             Placement::Rescue(_) => {}
-            Placement::Gone(why) | Placement::Replaced(why) => self.lost = Some(why),
+            Placement::Gone(why) | Placement::Replaced(why) => {
+                self.fail(why.clone());
+                self.lost = Some(why);
+            }
         }
     }
 
@@ -626,9 +642,10 @@ impl Node {
             match self.write_out(&txn) {
                 Ok(n) => {
                     stats.bytes_written = n;
-                    (self.waiting, self.failed_len) = (0, 0);
+                    (self.waiting, self.failed_len, self.failing) = (0, 0, None);
                 }
                 Err(e) => {
+                    self.fail(e.to_string());
                     if txn.len() > self.failed_len || self.waiting == 0 {
                         self.waiting += 1;
                     }

@@ -4,14 +4,17 @@
 //! and what the user is told. The exFAT tests use a real exFAT filesystem (`exfat-fuse` on an
 //! image file, as a USB stick ships) and need root and FUSE; without them they print `SKIP`.
 
+use crate::mounted::{is_mounted, processes_with, wait_for, Mounted};
 use crate::util::{pass, polykey_cmd, repo, run, secret, stderr, TempNode, FAST_KDF};
 use polykey::format::header::{Header, LOG_OFFSET, SLOT_BYTES};
 use polykey::storage::{copy_out, FileStorage, Placement, Storage};
 use polykey::{Access, Node};
 use std::fs;
 use std::io;
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn value(node: &Node, r: &str, s: &str) -> Option<Vec<u8>> {
     node.get(&repo(r), &secret(s)).ok().map(|v| v.to_vec())
@@ -125,7 +128,8 @@ impl Storage for DeadDevice {
 /// Opens the node at `t` on a [`DeadDevice`]; returns it and the switch that kills the device.
 fn open_on_dying_device(t: &TempNode) -> (Node, std::sync::Arc<std::sync::atomic::AtomicBool>) {
     let file = fs::OpenOptions::new().read(true).write(true).open(&t.path).unwrap();
-    file.try_lock().unwrap();
+    // A child forked by another test meanwhile may hold our last descriptor's lock a moment.
+    assert!(wait_for(5, || file.try_lock().is_ok()));
     let m = file.metadata().unwrap();
     let dying = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let storage = DeadDevice { inner: FileStorage::at(file, &t.path), dead: (m.dev(), m.ino()), dying: dying.clone() };
@@ -263,4 +267,214 @@ fn status_with_nothing_mounted_says_so() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "no node is mounted\n");
     let o = run(polykey_cmd().env("XDG_RUNTIME_DIR", run_dir.path()).args(["status", "--json"]));
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "[]");
+}
+
+/// A USB stick formatted exFAT, as most ship: an image on a loop device, mounted by the real
+/// `exfat-fuse` (this kernel has no exfat module). Pulling it is killing that process: every
+/// access to its files then fails with ENOTCONN. Putting it back is mounting it again.
+struct ExfatStick {
+    dir: tempfile::TempDir,
+    image: PathBuf,
+    mnt: PathBuf,
+    /// The loop device of the stick as plugged now (a new one at each plug, as the kernel
+    /// makes a new device for a stick put back).
+    loopdev: std::cell::RefCell<String>,
+    /// Every loop device attached (detached on drop).
+    loops: std::cell::RefCell<Vec<String>>,
+}
+
+impl ExfatStick {
+    fn new() -> Option<ExfatStick> {
+        if polykey::runtime::euid() != 0 {
+            eprintln!("SKIP: the exFAT stick test needs root (losetup, mount)");
+            return None;
+        }
+        if Command::new("mkfs.exfat").arg("-V").output().is_err() || Command::new("mount.exfat-fuse").arg("-V").output().is_err() {
+            eprintln!("SKIP: exfatprogs and exfat-fuse are missing; run scripts/install-deps.sh");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let image = dir.path().join("stick.img");
+        fs::File::create(&image).unwrap().set_len(32 << 20).unwrap();
+        assert!(run(Command::new("mkfs.exfat").arg(&image)).status.success());
+        if !run(Command::new("losetup").arg("-f")).status.success() {
+            eprintln!("SKIP: loop devices are unavailable");
+            return None;
+        }
+        let mnt = dir.path().join("stick");
+        fs::create_dir(&mnt).unwrap();
+        let stick = ExfatStick { dir, image, mnt, loopdev: Default::default(), loops: Default::default() };
+        stick.plug();
+        Some(stick)
+    }
+
+    fn node_path(&self) -> PathBuf {
+        self.mnt.join("me.node")
+    }
+
+    /// Mounts the stick (again, through a new device) at its place.
+    fn plug(&self) {
+        let o = run(Command::new("losetup").args(["-f", "--show"]).arg(&self.image));
+        assert!(o.status.success(), "losetup: {}", stderr(&o));
+        let dev = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+        self.loops.borrow_mut().push(dev.clone());
+        *self.loopdev.borrow_mut() = dev.clone();
+        let o = run(Command::new("mount.exfat-fuse").arg(&dev).arg(&self.mnt));
+        assert!(o.status.success(), "mount.exfat-fuse: {}", stderr(&o));
+        assert!(wait_for(10, || is_mounted(&self.mnt)));
+    }
+
+    fn driver_pids(&self) -> Vec<u32> {
+        self.loops.borrow().iter().flat_map(|l| processes_with(&[b"mount.exfat-fuse", l.as_bytes()])).collect()
+    }
+
+    /// Pulls the stick: its driver dies, and its files answer ENOTCONN.
+    fn yank(&self) {
+        for pid in self.driver_pids() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        let gone = wait_for(10, || fs::metadata(self.node_path()).is_err_and(|e| e.raw_os_error() == Some(libc::ENOTCONN)));
+        assert!(gone, "the stick's files should answer ENOTCONN once its driver is gone");
+    }
+
+    /// Puts the stick back: the dead mount goes (as a desktop detaches it), a new one comes.
+    fn replug(&self) {
+        assert!(run(Command::new("umount").arg("-l").arg(&self.mnt)).status.success());
+        self.plug();
+    }
+}
+
+impl Drop for ExfatStick {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
+        for pid in self.driver_pids() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        wait_for(10, || self.driver_pids().is_empty());
+        for l in self.loops.borrow().iter() {
+            let _ = Command::new("losetup").arg("-d").arg(l).status();
+        }
+        let _ = &self.dir;
+    }
+}
+
+/// Seeds `r/a` … `r/d` (a fsync of an existing secret writes it at once; a new file is named
+/// only once closed).
+fn seed(n: &mut Node) {
+    for s in ["a", "b", "c", "d"] {
+        n.put(&repo("r"), &secret(s), b"seed").unwrap();
+    }
+}
+
+/// Mounts a node seeded by [`seed`] whose file is at `node_path`.
+fn mount_node_at(node_path: &Path) -> Option<Mounted> {
+    let mut m = Mounted::with(seed)?;
+    m.unmount();
+    fs::write(node_path, fs::read(&m.node.path).unwrap()).unwrap();
+    fs::remove_file(&m.node.path).unwrap();
+    m.node.path = node_path.to_owned();
+    m.mount(&[]);
+    Some(m)
+}
+
+/// Writes `content` over `rel` in the mount and fsyncs it.
+fn write_and_fsync(m: &Mounted, rel: &str, content: &[u8]) -> io::Result<()> {
+    let mut f = fs::File::create(m.p(rel))?;
+    f.write_all(content)?;
+    f.sync_all()
+}
+
+fn status(m: &Mounted) -> (Option<i32>, String, serde_json::Value) {
+    let o = run(m.cli().arg("status"));
+    let j = run(m.cli().args(["status", "--json"]));
+    let v: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned(), v[0].clone())
+}
+
+fn daemon_alive(pid: u32) -> bool {
+    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.rsplit(')').next().is_some_and(|r| !r.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn an_exfat_stick_pulled_and_put_back_keeps_every_acknowledged_save() {
+    let Some(stick) = ExfatStick::new() else { return };
+    let Some(mut m) = mount_node_at(&stick.node_path()) else { return };
+    write_and_fsync(&m, "repos/r/b", b"before the pull").unwrap();
+    let (code, text, v) = status(&m);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("writing fine") && text.contains("log: "), "{text}");
+    let log_file = PathBuf::from(v["log"].as_str().unwrap());
+    assert!(log_file.exists() && log_file.starts_with(m.runtime.join("polykey")), "status names the daemon's own log: {v}");
+
+    stick.yank();
+    let r = write_and_fsync(&m, "repos/r/a", b"while pulled");
+    assert_eq!(r.map_err(|e| e.raw_os_error()), Err(Some(libc::EIO)), "fsync on a pulled stick fails with EIO");
+    // Status shows it failing, with the error and what waits, and fails itself.
+    let (code, text, v) = status(&m);
+    assert_eq!(code, Some(1), "status exits 1 while a mount cannot write: {text}");
+    assert!(text.contains("CANNOT WRITE since") && text.contains("waiting"), "{text}");
+    assert_eq!(v["writing"], false, "{v}");
+    assert!(v["waiting"].as_u64().unwrap() >= 1, "{v}");
+    // A command through the daemon works, with one warning line.
+    let o = run(m.cli().args(["get", "r/a"]));
+    assert_eq!(o.stdout, b"while pulled");
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.starts_with("polykey: warning: the mount of ") && err.contains("CANNOT WRITE"), "{err}");
+    // Unmounting refuses (the data is only in memory), in one line.
+    let o = run(m.cli().arg("unmount").arg(&m.mnt));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(is_mounted(&m.mnt));
+
+    // Put back: the daemon takes the node again and writes what waited.
+    stick.replug();
+    assert!(wait_for(10, || status(&m).0 == Some(0)), "the daemon should carry on once the stick is back:{}", m.diagnosis());
+    assert!(m.log().contains("saving works again"), "{}", m.log());
+    write_and_fsync(&m, "repos/r/c", b"after the stick came back").unwrap();
+
+    // Pulled again, then SIGTERM: the daemon keeps trying (it holds the only copy), and ends
+    // by itself once the stick is back and everything is written.
+    stick.yank();
+    assert!(write_and_fsync(&m, "repos/r/d", b"pulled again").is_err());
+    let pid = m.pid();
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert!(daemon_alive(pid), "SIGTERM must not drop data that cannot be written");
+    stick.replug();
+    assert!(wait_for(20, || !daemon_alive(pid)), "after SIGTERM the daemon ends once it could write:{}", m.diagnosis());
+    assert!(wait_for(10, || !is_mounted(&m.mnt)));
+    m.forget_mounted();
+    let node = open_file(&stick.node_path());
+    for (s, v) in [("a", "while pulled"), ("b", "before the pull"), ("c", "after the stick came back"), ("d", "pulled again")] {
+        assert_eq!(value(&node, "r", s).as_deref(), Some(v.as_bytes()), "r/{s} on the stick");
+    }
+    assert!(rescue_files(&stick.node_path()).is_empty());
+}
+
+#[test]
+fn a_node_file_replaced_while_mounted_is_left_alone_and_a_rescue_file_holds_every_save() {
+    let Some(mut m) = Mounted::with(seed) else { return };
+    write_and_fsync(&m, "repos/r/b", b"two").unwrap();
+    let old = fs::read(&m.node.path).unwrap();
+    write_and_fsync(&m, "repos/r/c", b"three").unwrap();
+    // `mv` of the older copy over the node, as a sync client does.
+    replace_with(&m.node.path, &old);
+    // Noticed within about a second, without any save.
+    assert!(wait_for(5, || !status(&m).2["rescued"].is_null()), "the replacement should be noticed:{}", m.diagnosis());
+    let rescue = PathBuf::from(status(&m).2["rescued"].as_str().unwrap());
+    assert_eq!(rescue_files(&m.node.path), vec![rescue.clone()]);
+    write_and_fsync(&m, "repos/r/d", b"four").unwrap();
+    let (code, text, _) = status(&m);
+    assert_eq!(code, Some(0), "the mount writes fine, to the rescue file: {text}");
+    assert!(text.contains(&rescue.display().to_string()), "status names the rescue file: {text}");
+    let err = stderr(&run(m.cli().args(["ls", "r"])));
+    assert!(err.starts_with("polykey: warning:") && err.contains(&rescue.display().to_string()) && err.lines().count() == 1, "{err}");
+    assert!(m.log().contains("WARNING") && m.log().contains(&rescue.display().to_string()), "{}", m.log());
+    m.unmount();
+    assert!(fs::read(&m.node.path).unwrap() == old, "the file put at the path was not written");
+    assert_eq!(fs::metadata(&rescue).unwrap().permissions().mode() & 0o777, 0o600);
+    let r = open_file(&rescue);
+    for (s, v) in [("a", "seed"), ("b", "two"), ("c", "three"), ("d", "four")] {
+        assert_eq!(value(&r, "r", s).as_deref(), Some(v.as_bytes()), "r/{s} in the rescue file");
+    }
 }

@@ -56,9 +56,24 @@ impl State {
         })
     }
 
-    /// How saving goes now.
+    /// How saving goes now: from the node when it is free, else as last seen (a tick ago).
     pub fn health(&self) -> Health {
-        self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        match self.vfs.try_lock() {
+            Ok(vfs) => self.note_health(vfs.node()),
+            Err(_) => self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+        }
+    }
+
+    /// Records how saving goes for `node`, and returns it.
+    fn note_health(&self, node: &polykey::Node) -> Health {
+        let mut h = self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let failing = node.failing();
+        let secs = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        h.failing_since = failing.map(|(t, _)| secs(t));
+        h.error = failing.map(|(_, e)| e.to_owned()).unwrap_or_default();
+        h.waiting = if failing.is_some() { node.waiting().max(1) } else { 0 };
+        h.rescued = node.rescued().map(Path::to_owned);
+        h.clone()
     }
 
     /// Records an access (for `--lock-after`).
@@ -96,31 +111,21 @@ pub fn on_tick(
     stopping: &mut bool,
 ) -> bool {
     let mut vfs = shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let before = shared.health();
+    let before = shared.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     let lost = vfs.check_placement();
     if let (Some(why), false) = (&lost, failing) {
         log(&format!("{why}: nothing more is written into the file this mount held; writing everything where it can be found"));
     }
-    let r = vfs.tick();
+    // A failure shows in the node's health below.
+    let _ = vfs.tick();
     // Remember how far the node has come, so an old copy put back is noticed.
     if *recorded != Some(vfs.node().position()) && !vfs.has_unsaved() {
         polykey::rollback::record(vfs.node());
         *recorded = Some(vfs.node().position());
     }
     let node = vfs.node();
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let error = match (&r, node.lost()) {
-        (Err(e), _) => Some(e.to_string()),
-        (Ok(()), Some(why)) => Some(why.to_owned()),
-        (Ok(()), None) => None,
-    };
-    let health = Health {
-        log: before.log.clone(),
-        failing_since: error.as_ref().map(|_| before.failing_since.unwrap_or(now)),
-        error: error.clone().unwrap_or_default(),
-        waiting: if error.is_some() { node.waiting().max(1) } else { 0 },
-        rescued: node.rescued().map(Path::to_owned),
-    };
+    let health = shared.note_health(node);
+    let error = health.failing_since.map(|_| health.error.clone());
     let node_path = node.path().to_owned();
     drop(vfs);
     match (&error, failing) {
@@ -141,7 +146,6 @@ pub fn on_tick(
             None => log(&format!("the rescue file is at {} again: writing there", node_path.display())),
         }
     }
-    *shared.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = health;
     if let Some(limit) = lock_after {
         if !*stopping && shared.idle() >= limit {
             log("idle for the --lock-after duration: locking");
