@@ -432,6 +432,20 @@ fn an_exfat_stick_pulled_and_put_back_keeps_every_acknowledged_save() {
     assert!(m.log().contains("saving works again"), "{}", m.log());
     write_and_fsync(&m, "repos/r/c", b"after the stick came back").unwrap();
 
+    // Unmounted lazily (a desktop's "eject" with files open): the path leads nowhere, so
+    // nothing more is written into the file held (a save now fails), until the stick is back.
+    assert!(run(Command::new("umount").arg("-l").arg(&stick.mnt)).status.success());
+    let r = write_and_fsync(&m, "repos/r/b", b"while detached");
+    assert_eq!(r.map_err(|e| e.raw_os_error()), Err(Some(libc::EIO)), "a save must not land in a file nobody can reach");
+    assert_eq!(status(&m).0, Some(1));
+    // (Its driver still serves the detached file: pull it too before putting the stick back,
+    // so that only one driver writes the image.)
+    for pid in stick.driver_pids() {
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    }
+    stick.plug();
+    assert!(wait_for(10, || status(&m).0 == Some(0)), "the daemon should carry on once the stick is back:{}", m.diagnosis());
+
     // Pulled again, then SIGTERM: the daemon keeps trying (it holds the only copy), and ends
     // by itself once the stick is back and everything is written.
     stick.yank();
@@ -445,7 +459,7 @@ fn an_exfat_stick_pulled_and_put_back_keeps_every_acknowledged_save() {
     assert!(wait_for(10, || !is_mounted(&m.mnt)));
     m.forget_mounted();
     let node = open_file(&stick.node_path());
-    for (s, v) in [("a", "while pulled"), ("b", "before the pull"), ("c", "after the stick came back"), ("d", "pulled again")] {
+    for (s, v) in [("a", "while pulled"), ("b", "while detached"), ("c", "after the stick came back"), ("d", "pulled again")] {
         assert_eq!(value(&node, "r", s).as_deref(), Some(v.as_bytes()), "r/{s} on the stick");
     }
     assert!(rescue_files(&stick.node_path()).is_empty());

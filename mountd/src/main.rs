@@ -197,7 +197,10 @@ static LOG_FILE: Mutex<Option<PathBuf>> = Mutex::new(None);
 /// aside past [`LOG_MAX_BYTES`]). Never a secret.
 pub fn log(msg: &str) {
     let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    #[cfg(unix)]
     let stamp = polykey::runtime::iso8601(t as i64);
+    #[cfg(not(unix))]
+    let stamp = t.to_string();
     let file = LOG_FILE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let _ = writeln!(std::io::stderr(), "{stamp} polykey-mountd[{}]: {msg}", std::process::id());
     #[cfg(unix)]
