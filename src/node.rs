@@ -715,8 +715,12 @@ impl Node {
         match back {
             Ok(()) => {
                 self.lost = None;
-                self.rescued = None;
-                txn.map_or(Ok(0), |t| self.append(t))
+                // Still writing the rescue file, or back at the node's path.
+                self.rescued = match placement {
+                    Placement::Rescue(r) => Some(r),
+                    _ => None,
+                };
+                txn.filter(|t| !t.is_empty()).map_or(Ok(0), |t| self.append(t))
             }
             Err(e) if e.kind() != std::io::ErrorKind::InvalidData && matches!(placement, Placement::Gone(_)) => {
                 Err(std::io::Error::new(e.kind(), format!("{why}; waiting for it to come back ({e})")))
@@ -750,7 +754,8 @@ impl Node {
             (self.header, self.pos) = (header, pos);
             return Err(e);
         }
-        crate::storage::sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+        // The file itself is synced; its name too, as far as the folder allows.
+        let _ = crate::storage::sync_dir(path.parent().unwrap_or(Path::new(".")));
         Ok(path)
     }
 

@@ -492,3 +492,38 @@ fn a_node_file_replaced_while_mounted_is_left_alone_and_a_rescue_file_holds_ever
         assert_eq!(value(&r, "r", s).as_deref(), Some(v.as_bytes()), "r/{s} in the rescue file");
     }
 }
+
+/// A flood of log lines (here: a buggy script sending malformed messages to the control
+/// socket) keeps the daemon's log bounded: its file is moved aside past 4 MiB, so the log takes
+/// at most twice that, and the newest lines are kept.
+#[test]
+fn a_flood_of_log_lines_keeps_the_daemon_log_bounded() {
+    use std::io::Read;
+    let Some(m) = Mounted::new() else { return };
+    let dir = m.runtime.join("polykey");
+    let sock = fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "sock")).unwrap();
+    let logs_size = || -> u64 {
+        fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".log"))
+            .map(|e| e.metadata().unwrap().len())
+            .sum()
+    };
+    // 70 to 90 bytes a line: 160,000 lines are more than 10 MiB, well past the bound.
+    for _ in 0..160_000 {
+        let mut s = std::os::unix::net::UnixStream::connect(&sock).unwrap();
+        // One message of one byte, an unknown request: the daemon logs it and hangs up.
+        s.write_all(&[1, 0, 0, 0, 99]).unwrap();
+        let _ = s.read(&mut [0u8; 1]);
+    }
+    let size = logs_size();
+    assert!(size <= 2 * (4 << 20) + (64 << 10), "the daemon's log files take {size} bytes");
+    // The daemon still works and still logs.
+    assert!(run(m.cli().args(["ls"])).status.success());
+    let last = fs::read_to_string(
+        dir.read_dir().unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "log")).unwrap(),
+    )
+    .unwrap();
+    assert!(last.contains("control connection"), "the newest lines are kept");
+}

@@ -190,10 +190,13 @@ fn json_array(out: &mut impl Write, items: impl Iterator<Item = serde_json::Valu
 fn dispatch(g: &Global, req: Request) -> Result<Response, Failure> {
     let path = node_path(g)?;
     if let Some(answer) = runtime::call(&path, &req) {
-        mount::warn_if_unhealthy(g, &path);
         return match answer.map_err(|e| Failure(format!("mount daemon of {}: {e}", path.display()), EXIT_FAILURE))? {
             Response::Failed(msg, usage) => Err(Failure(msg, if usage { EXIT_USAGE } else { EXIT_FAILURE })),
-            ok => Ok(ok),
+            ok => {
+                // A failure says what went wrong itself; a success may hide that nothing is written.
+                mount::warn_if_unhealthy(g, &path);
+                Ok(ok)
+            }
         };
     }
     let access = req.access();
