@@ -96,7 +96,8 @@ fn recipe(u: &mut Unstructured<'_>) -> Result<()> {
         6 => Response::Count(u.arbitrary()?),
         5 => Response::Mounted(u.arbitrary()?, bytes(u, 64)?.to_vec(), bytes(u, 64)?.to_vec()),
         7 => {
-            let path = |u: &mut Unstructured| -> Result<std::path::PathBuf> { Ok(String::from_utf8_lossy(bytes(u, 64)?).into_owned().into()) };
+            let path =
+                |u: &mut Unstructured| -> Result<std::path::PathBuf> { Ok(String::from_utf8_lossy(bytes(u, 64)?).into_owned().into()) };
             Response::Health(polykey::control::Health {
                 log: path(u)?,
                 failing_since: u.arbitrary()?,
