@@ -272,7 +272,13 @@ impl Node {
         match self.storage.placement() {
             Placement::Home => self.rescued = None, // A rescue file moved to the node's path is the node again.
             Placement::Rescue(_) => {}
-            Placement::Gone(why) | Placement::Replaced(why) => {
+            Placement::Gone(why) => {
+                // Nothing more goes into it; letting go lets a detached filesystem finish.
+                self.storage.release();
+                self.fail(why.clone());
+                self.lost = Some(why);
+            }
+            Placement::Replaced(why) => {
                 self.fail(why.clone());
                 self.lost = Some(why);
             }

@@ -57,6 +57,9 @@ pub trait Storage: Send {
         let _ = accept;
         Err(io::ErrorKind::Unsupported.into())
     }
+    /// Lets go of the file (its device went away): a driver that serves it alone, such as a
+    /// lazily unmounted filesystem, can then finish. Reads and writes fail until [`Storage::reopen`].
+    fn release(&mut self) {}
     /// Whether the node's path still leads to the file written through this storage.
     fn placement(&self) -> Placement {
         Placement::Home
@@ -86,7 +89,8 @@ pub enum Placement {
 
 /// A node file on a real filesystem.
 pub struct FileStorage {
-    file: File,
+    /// `None` once let go ([`Storage::release`]).
+    file: Option<File>,
     /// Where it was opened, for [`Storage::reopen`].
     path: Option<std::path::PathBuf>,
     /// The rescue file written to instead, while the path leads elsewhere.
@@ -96,23 +100,27 @@ pub struct FileStorage {
 impl FileStorage {
     /// Wraps an open file.
     pub fn new(file: File) -> Self {
-        FileStorage { file, path: None, rescue: None }
+        FileStorage { file: Some(file), path: None, rescue: None }
     }
 
     /// Wraps a file opened for writing at `path`, which [`Storage::reopen`] may open again.
     pub fn at(file: File, path: &std::path::Path) -> Self {
-        FileStorage { file, path: Some(path.to_owned()), rescue: None }
+        FileStorage { file: Some(file), path: Some(path.to_owned()), rescue: None }
     }
 
-    /// The underlying file (for locking).
-    pub fn file(&self) -> &File {
-        &self.file
+    /// The underlying file (for locking), unless it was let go.
+    pub fn file(&self) -> Option<&File> {
+        self.file.as_ref()
+    }
+
+    fn f(&self) -> io::Result<&File> {
+        self.file.as_ref().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the node file was let go (its device went away)"))
     }
 }
 
 impl Storage for FileStorage {
     fn len(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        Ok(self.f()?.metadata()?.len())
     }
 
     fn read_all(&self) -> io::Result<Vec<u8>> {
@@ -120,7 +128,7 @@ impl Storage for FileStorage {
         let mut buf = vec![0u8; len];
         let mut done = 0;
         while done < len {
-            let n = read_at(&self.file, &mut buf[done..], done as u64)?;
+            let n = read_at(self.f()?, &mut buf[done..], done as u64)?;
             if n == 0 {
                 buf.truncate(done);
                 break;
@@ -133,7 +141,7 @@ impl Storage for FileStorage {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let mut done = 0;
         while done < buf.len() {
-            match read_at(&self.file, &mut buf[done..], offset + done as u64) {
+            match read_at(self.f()?, &mut buf[done..], offset + done as u64) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -146,7 +154,7 @@ impl Storage for FileStorage {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut done = 0;
         while done < data.len() {
-            let n = write_at(&self.file, &data[done..], offset + done as u64)?;
+            let n = write_at(self.f()?, &data[done..], offset + done as u64)?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
@@ -156,18 +164,18 @@ impl Storage for FileStorage {
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
+        self.f()?.set_len(len)
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_all()
+        self.f()?.sync_all()
     }
 
     fn reopen(&mut self, accept: &dyn Fn(&dyn Storage) -> io::Result<()>) -> io::Result<()> {
         let path = self.path.clone().ok_or(io::ErrorKind::Unsupported)?;
         let file = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
         lock(&file)?;
-        let candidate = FileStorage { file, path: None, rescue: None };
+        let candidate = FileStorage { file: Some(file), path: None, rescue: None };
         accept(&candidate)?;
         // The old descriptor's lock goes with it.
         self.file = candidate.file;
@@ -175,11 +183,15 @@ impl Storage for FileStorage {
         Ok(())
     }
 
+    fn release(&mut self) {
+        self.file = None;
+    }
+
     #[cfg(unix)]
     fn placement(&self) -> Placement {
         use std::os::unix::fs::MetadataExt;
         let Some(path) = &self.path else { return Placement::Home };
-        let held = match self.file.metadata() {
+        let held = match self.f().and_then(|f| f.metadata()) {
             Ok(m) => m,
             Err(e) => return Placement::Gone(format!("the node file cannot be reached: {e}")),
         };
@@ -215,7 +227,7 @@ impl Storage for FileStorage {
             match opts.open(&rescue) {
                 Ok(file) => {
                     lock(&file)?;
-                    self.file = file;
+                    self.file = Some(file);
                     self.rescue = Some(rescue.clone());
                     return Ok(rescue);
                 }
