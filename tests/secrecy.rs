@@ -1087,7 +1087,7 @@ fn passphrase_is_never_in_any_process_argv_or_environment() {
     c.env("POLYKEY_PASSWORD", &pass).arg("mount").arg(&m.mnt).arg("--foreground");
     let watcher = Watcher::start(pass.as_bytes().to_vec());
     let mut fg = Killed(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
-    let ready = wait_for(10, || is_mounted(&m.mnt) && run(base().arg("status")).stdout.len() > 1);
+    let ready = wait_for(10, || is_mounted(&m.mnt) && run(base().args(["status", "--json"])).stdout != b"[]\n");
     let (during, _) = watcher.finish();
     assert!(ready, "the foreground mount did not come up");
     assert_eq!(m.pid(), fg.0.id(), "the foreground daemon is the CLI's own process, after exec");
