@@ -732,8 +732,9 @@ impl Node {
                 Err(std::io::Error::new(e.kind(), format!("{why}; waiting for it to come back ({e})")))
             }
             Err(e) => {
-                let rescued =
-                    self.rescue().map_err(|r| std::io::Error::new(r.kind(), format!("{why} ({e}); cannot write a rescue file: {r}")))?;
+                let rescued = self
+                    .rescue(None)
+                    .map_err(|r| std::io::Error::new(r.kind(), format!("{why} ({e}); cannot write a rescue file: {r}")))?;
                 self.rescued = Some(rescued);
                 self.lost = None;
                 Ok(self.pos.end)
@@ -741,10 +742,22 @@ impl Node {
         }
     }
 
-    /// Writes everything this node holds as a new node file beside the node's path (same
-    /// passphrase, same node id) and writes there from now on; returns its path.
-    fn rescue(&mut self) -> std::io::Result<PathBuf> {
-        let path = self.storage.start_rescue()?;
+    /// Writes everything this node holds, queued changes included, as a new node file in
+    /// `dir` (same passphrase, same node id) and writes there from now on; returns its path.
+    /// For a daemon told to stop while its node cannot be written: nothing is dropped.
+    pub fn rescue_into(&mut self, dir: &Path) -> Result<PathBuf> {
+        let rescued = self.rescue(Some(dir)).map_err(|e| Error::io("cannot write a rescue file of", &self.path, e))?;
+        // The queue's records are in the state, which the rescue file holds whole.
+        self.pending = journal::Writer::new();
+        (self.lost, self.waiting, self.failed_len, self.failing) = (None, 0, 0, None);
+        self.rescued = Some(rescued.clone());
+        Ok(rescued)
+    }
+
+    /// Writes everything this node holds as a new node file beside the node's path (or in
+    /// `dir`; same passphrase, same node id) and writes there from now on; returns its path.
+    fn rescue(&mut self, dir: Option<&Path>) -> std::io::Result<PathBuf> {
+        let path = self.storage.start_rescue(dir)?;
         let (header, pos) = (self.header.clone(), self.pos);
         let mut h = header.clone();
         h.log_start = crate::format::header::LOG_OFFSET;

@@ -12,11 +12,16 @@ use crate::node::Node;
 use std::path::PathBuf;
 
 fn state_dir() -> Option<PathBuf> {
+    Some(polykey_state_dir()?.join("seen"))
+}
+
+/// Polykey's own state folder: `$XDG_STATE_HOME/polykey`, else `~/.local/state/polykey`.
+pub fn polykey_state_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_STATE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
-    Some(base.join("polykey/seen"))
+    Some(base.join("polykey"))
 }
 
 fn record_path(node: &Node) -> Option<PathBuf> {

@@ -64,9 +64,10 @@ pub trait Storage: Send {
     fn placement(&self) -> Placement {
         Placement::Home
     }
-    /// Creates a new file beside the node's path (never replacing anything) and writes to it
-    /// from now on; returns its path. The caller fills it with a whole node.
-    fn start_rescue(&mut self) -> io::Result<std::path::PathBuf> {
+    /// Creates a new file beside the node's path, or in `dir` (never replacing anything), and
+    /// writes to it from now on; returns its path. The caller fills it with a whole node.
+    fn start_rescue(&mut self, dir: Option<&std::path::Path>) -> io::Result<std::path::PathBuf> {
+        let _ = dir;
         Err(io::ErrorKind::Unsupported.into())
     }
 }
@@ -213,7 +214,7 @@ impl Storage for FileStorage {
         }
     }
 
-    fn start_rescue(&mut self) -> io::Result<std::path::PathBuf> {
+    fn start_rescue(&mut self, dir: Option<&std::path::Path>) -> io::Result<std::path::PathBuf> {
         let path = self.path.clone().ok_or(io::ErrorKind::Unsupported)?;
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "node".into());
@@ -222,8 +223,8 @@ impl Storage for FileStorage {
         #[cfg(unix)]
         std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
         for n in 1..100 {
-            let rescue =
-                path.with_file_name(format!("{name}.rescued-{stamp}{}.node", if n == 1 { String::new() } else { format!("-{n}") }));
+            let file_name = format!("{name}.rescued-{stamp}{}.node", if n == 1 { String::new() } else { format!("-{n}") });
+            let rescue = dir.map_or_else(|| path.with_file_name(&file_name), |d| d.join(&file_name));
             match opts.open(&rescue) {
                 Ok(file) => {
                     lock(&file)?;

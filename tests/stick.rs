@@ -121,8 +121,8 @@ impl Storage for DeadDevice {
     fn placement(&self) -> Placement {
         self.inner.placement()
     }
-    fn start_rescue(&mut self) -> io::Result<PathBuf> {
-        self.inner.start_rescue()
+    fn start_rescue(&mut self, dir: Option<&Path>) -> io::Result<PathBuf> {
+        self.inner.start_rescue(dir)
     }
     fn release(&mut self) {
         self.inner.release()
@@ -528,4 +528,31 @@ fn a_flood_of_log_lines_keeps_the_daemon_log_bounded() {
     )
     .unwrap();
     assert!(last.contains("control connection"), "the newest lines are kept");
+}
+
+/// The stick stays away and the user insists: a second SIGTERM writes everything the mount
+/// holds to a rescue file in Polykey's state folder, says where, and stops. Nothing is dropped.
+#[test]
+fn a_second_sigterm_while_the_stick_is_away_saves_a_rescue_file_and_stops() {
+    let Some(stick) = ExfatStick::new() else { return };
+    let Some(mut m) = mount_node_at(&stick.node_path()) else { return };
+    write_and_fsync(&m, "repos/r/a", b"on the stick").unwrap();
+    stick.yank();
+    assert!(write_and_fsync(&m, "repos/r/b", b"only in memory").is_err());
+    let pid = m.pid();
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    assert!(wait_for(10, || m.log().contains("a second signal writes everything to a rescue file")), "{}", m.log());
+    assert!(daemon_alive(pid), "one SIGTERM keeps retrying");
+    assert!(Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap().success());
+    assert!(wait_for(20, || !daemon_alive(pid)), "the second SIGTERM stops the daemon:{}", m.diagnosis());
+    assert!(wait_for(10, || !is_mounted(&m.mnt)));
+    m.forget_mounted();
+    let dir = m.node.dir.path().join("state/polykey/rescued");
+    let files: Vec<PathBuf> = fs::read_dir(&dir).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(files.len(), 1, "one rescue file in {}", dir.display());
+    assert!(m.log().contains("WARNING: signal 15 again") && m.log().contains(&files[0].display().to_string()), "{}", m.log());
+    assert_eq!(fs::metadata(&files[0]).unwrap().permissions().mode() & 0o777, 0o600);
+    let r = open_file(&files[0]);
+    assert_eq!(value(&r, "r", "a").as_deref(), Some(&b"on the stick"[..]));
+    assert_eq!(value(&r, "r", "b").as_deref(), Some(&b"only in memory"[..]));
 }

@@ -410,6 +410,32 @@ mod unix {
         vfs.commit_all().map_err(|e| e.to_string())
     }
 
+    /// A second stop signal while the node cannot be written: everything the mount holds goes
+    /// to a new node file in Polykey's state folder (`rescued/`, same passphrase), which the
+    /// daemon writes from then on, so stopping drops nothing; said loudly in the log.
+    fn rescue_elsewhere(shared: &Shared, sig: i32) {
+        let mut vfs = shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let node = vfs.node().path().to_owned();
+        let dir = polykey::rollback::polykey_state_dir().map(|d| d.join("rescued"));
+        let made = dir.ok_or_else(|| "no state folder ($XDG_STATE_HOME or $HOME)".to_owned()).and_then(|d| {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            vfs.rescue_into(&d).map_err(|e| e.to_string())
+        });
+        drop(vfs);
+        match made {
+            Ok(r) => log(&format!(
+                "WARNING: signal {sig} again while {} cannot be written: everything this mount holds is saved in {} \
+                 (same passphrase: open it with `polykey --node {}`); {} itself has only what was written before; stopping",
+                node.display(),
+                r.display(),
+                r.display(),
+                node.display()
+            )),
+            Err(e) => log(&format!("signal {sig} again, but no rescue file could be written either ({e}): still retrying")),
+        }
+    }
+
     /// Detaches the mount (lazily, so files still open keep working until closed).
     pub(crate) fn detach(mountpoint: &std::path::Path) {
         let ok = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(mountpoint).status().is_ok_and(|s| s.success());
@@ -427,6 +453,8 @@ mod unix {
         mountpoint: &std::path::Path,
     ) -> ExitCode {
         let mut stopping = false; // Asked to stop; waiting for the data to reach the disk.
+        let mut signalled = false; // A stop signal came; a second one while failing rescues.
+        let mut hinted = false;
         let mut unmounted = false;
         let mut failing = false;
         let mut recorded = None;
@@ -434,9 +462,10 @@ mod unix {
         for ev in events {
             match ev {
                 Event::Tick => failing = on_tick(shared, &mut recorded, failing, lock_after, &mut stopping),
+                Event::Signal(sig) if signalled && failing => rescue_elsewhere(shared, sig),
                 Event::Signal(sig) => {
                     log(&format!("signal {sig}: writing out and unmounting"));
-                    stopping = true;
+                    (stopping, signalled) = (true, true);
                 }
                 Event::Unmounted => {
                     unmounted = true;
@@ -457,11 +486,16 @@ mod unix {
             if stopping {
                 match commit_all(shared) {
                     Ok(()) => break,
-                    Err(e) if !failing => {
-                        failing = true;
-                        log(&format!("cannot write out before unmounting, will retry: {e}"));
+                    Err(e) => {
+                        if !failing {
+                            failing = true;
+                            log(&format!("cannot write out before unmounting, will retry: {e}"));
+                        }
+                        if signalled && !hinted {
+                            hinted = true;
+                            log("the node cannot be written, so the mount stays until it can; a second signal writes everything to a rescue file and stops");
+                        }
                     }
-                    Err(_) => {}
                 }
             }
         }
