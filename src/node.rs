@@ -698,7 +698,7 @@ impl Node {
     fn append(&mut self, txn: &[u8]) -> std::io::Result<u64> {
         self.settle_header()?;
         let n = log::append(self.storage.as_mut(), &self.header, &self.key, &mut self.pos, txn, false)?;
-        self.tail = read_tail(self.storage.as_ref(), &self.header, self.pos.end)?;
+        self.note_tail();
         Ok(n)
     }
 
@@ -819,8 +819,15 @@ impl Node {
         log::compact(self.storage.as_mut(), &mut self.header, &self.key, &mut self.pos, &mut produce).inspect_err(|_| {
             self.header_unsure = true;
         })?;
-        self.tail = read_tail(self.storage.as_ref(), &self.header, self.pos.end)?;
+        self.note_tail();
         Ok(())
+    }
+
+    /// Remembers how the log ends now, for [`same_node`]. The write is done: a read that fails
+    /// here (the device just went away) must not report it failed, or a retry would write it
+    /// twice; the check then rests on the header and the length alone.
+    fn note_tail(&mut self) {
+        self.tail = read_tail(self.storage.as_ref(), &self.header, self.pos.end).unwrap_or_default();
     }
 
     /// Whether `pass` is this node's passphrase (costs one key derivation).
