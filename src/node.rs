@@ -729,7 +729,8 @@ impl Node {
                 txn.filter(|t| !t.is_empty()).map_or(Ok(0), |t| self.append(t))
             }
             Err(e) if e.kind() != std::io::ErrorKind::InvalidData && matches!(placement, Placement::Gone(_)) => {
-                Err(std::io::Error::new(e.kind(), format!("{why}; waiting for it to come back ({e})")))
+                let also = if why.contains(&e.to_string()) { String::new() } else { format!(" ({e})") };
+                Err(std::io::Error::new(e.kind(), format!("{why}; waiting for it to come back{also}")))
             }
             Err(e) => {
                 let rescued = self

@@ -118,6 +118,9 @@ pub fn on_tick(
     }
     // A failure shows in the node's health below.
     let _ = vfs.tick();
+    if lost.is_some() && vfs.node().lost().is_none() && vfs.node().rescued().is_none() {
+        log(&format!("{} is this node again (checked with its key): writing there", vfs.node().path().display()));
+    }
     // Remember how far the node has come, so an old copy put back is noticed.
     if *recorded != Some(vfs.node().position()) && !vfs.has_unsaved() {
         polykey::rollback::record(vfs.node());
