@@ -350,6 +350,13 @@ impl ExfatStick {
 
 impl Drop for ExfatStick {
     fn drop(&mut self) {
+        // A test that failed midway may leave a daemon retrying for a stick that is never put
+        // back (as designed): as a last resort, it is killed.
+        let node = self.node_path();
+        for pid in processes_with(&[b"polykey-mountd", node.as_os_str().as_encoded_bytes()]) {
+            eprintln!("stick: the daemon {pid} still holds {}: killing it", node.display());
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
         let _ = Command::new("umount").arg("-l").arg(&self.mnt).status();
         for pid in self.driver_pids() {
             let _ = Command::new("kill").arg(pid.to_string()).status();
