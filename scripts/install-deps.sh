@@ -20,6 +20,10 @@ have python3 || need+=(python3)
 have cc || need+=(gcc)
 have pkg-config || need+=(pkg-config)
 have mkfs.vfat || need+=(dosfstools)
+# A USB stick as most ship (exFAT): this kernel has no exfat module, so the tests use the FUSE
+# driver on a loop image.
+have mkfs.exfat || need+=(exfatprogs)
+have mount.exfat-fuse || need+=(exfat-fuse)
 have hyperfine || need+=(hyperfine)
 have strace || need+=(strace)
 have mkfifo || need+=(coreutils)

@@ -74,6 +74,30 @@ pub enum Response {
     Mounted(u32, Vec<u8>, Vec<u8>),
     /// The command failed: its message, and whether it is a usage error.
     Failed(String, bool),
+    /// How a mount is doing (the answer to [`Request::Status`]).
+    Health(Health),
+}
+
+/// How a mount daemon is doing: whether it can write its node, and where its log is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Health {
+    /// The daemon's log file.
+    pub log: std::path::PathBuf,
+    /// Since when saving fails (Unix seconds), if it does.
+    pub failing_since: Option<u64>,
+    /// Why saving fails (empty when it works).
+    pub error: String,
+    /// How many saves wait to be written.
+    pub waiting: u64,
+    /// The rescue file written instead of the node's path (which leads to another file).
+    pub rescued: Option<std::path::PathBuf>,
+}
+
+impl Health {
+    /// Whether the mount can write its node now.
+    pub fn ok(&self) -> bool {
+        self.failing_since.is_none()
+    }
 }
 
 impl Request {
@@ -348,6 +372,12 @@ impl Response {
             Response::Mounted(pid, node, mnt) => Enc::new(6).field(&pid.to_le_bytes()).field(node).field(mnt),
             Response::Failed(m, usage) => Enc::new(7).field(m.as_bytes()).field(&[u8::from(*usage)]),
             Response::Count(n) => Enc::new(8).field(&n.to_le_bytes()),
+            Response::Health(h) => Enc::new(9)
+                .field(h.log.as_os_str().as_encoded_bytes())
+                .field(&h.failing_since.map_or(Vec::new(), |t| t.to_le_bytes().to_vec()))
+                .field(h.error.as_bytes())
+                .field(&h.waiting.to_le_bytes())
+                .field(h.rescued.as_ref().map_or(&[][..], |r| r.as_os_str().as_encoded_bytes())),
         }
         .finish()
     }
@@ -386,6 +416,17 @@ impl Response {
             6 => Response::Mounted(d.u32()?, d.field()?.to_vec(), d.field()?.to_vec()),
             7 => Response::Failed(String::from_utf8_lossy(d.field()?).into_owned(), d.field()? == [1]),
             8 => Response::Count(u64::from_le_bytes(d.field()?.try_into().map_err(|_| bad())?)),
+            9 => {
+                // Shown to the user only: a path that is not UTF-8 is shown lossily.
+                let path = |b: &[u8]| std::path::PathBuf::from(String::from_utf8_lossy(b).into_owned());
+                let log = path(d.field()?);
+                let since = d.field()?;
+                let failing_since = if since.is_empty() { None } else { Some(u64::from_le_bytes(since.try_into().map_err(|_| bad())?)) };
+                let error = String::from_utf8_lossy(d.field()?).into_owned();
+                let waiting = u64::from_le_bytes(d.field()?.try_into().map_err(|_| bad())?);
+                let rescued = Some(d.field()?).filter(|r| !r.is_empty()).map(path);
+                Response::Health(Health { log, failing_since, error, waiting, rescued })
+            }
             _ => return Err(bad()),
         })
     }
@@ -525,6 +566,14 @@ mod tests {
             Response::Log(vec![LogEntry { id, time: 5, message: "Add s".into() }]),
             Response::Mounted(7, b"/n".to_vec(), b"/m".to_vec()),
             Response::Failed("nope".into(), true),
+            Response::Health(Health::default()),
+            Response::Health(Health {
+                log: "/run/l.log".into(),
+                failing_since: Some(9),
+                error: "gone".into(),
+                waiting: 3,
+                rescued: Some("/n.rescued".into()),
+            }),
         ];
         for r in resps {
             let msg = r.encode();

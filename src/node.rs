@@ -13,7 +13,7 @@ use crate::git::{self, ObjectError};
 use crate::name::Name;
 use crate::secret::{Key, Passphrase, SecretBytes};
 use crate::state::{State, Stored};
-use crate::storage::{FileStorage, Storage};
+use crate::storage::{FileStorage, Placement, Storage};
 use git2::{ObjectType, Oid};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -85,7 +85,25 @@ pub struct Node {
     /// Required feature bits the queued records need (set in the header before they are
     /// written, so that an older polykey refuses the node rather than calling it damaged).
     pending_features: u32,
+    /// Why the file written so far is no longer where the user finds it (replaced, removed,
+    /// its device gone): nothing more is written into it, and what it held must be written
+    /// again (reopened by path once verified, else to a rescue file).
+    lost: Option<String>,
+    /// The last bytes of the log as written (up to [`TAIL_BYTES`]): a file reopened by path
+    /// must end its log with them at the same place to be this node as it was.
+    tail: Vec<u8>,
+    /// Failed saves whose changes still wait to be written.
+    waiting: u64,
+    /// Length of the queue at the last failed save (a retry of the same changes is no new one).
+    failed_len: usize,
+    /// The rescue file written instead of the node's path, while it is not moved there.
+    rescued: Option<PathBuf>,
+    /// Since when saves fail, and the last error.
+    failing: Option<(std::time::SystemTime, String)>,
 }
+
+/// How much of the log's end a reopened file must match (the last frame's tag and more).
+const TAIL_BYTES: u64 = 64;
 
 fn lock_file(file: &File, path: &Path, access: Access) -> Result<()> {
     let start = Instant::now();
@@ -147,6 +165,12 @@ impl Node {
             header_unsure: false,
             keep_tail: false,
             pending_features: 0,
+            lost: None,
+            tail: Vec::new(),
+            waiting: 0,
+            failed_len: 0,
+            rescued: None,
+            failing: None,
         })
     }
 
@@ -180,6 +204,7 @@ impl Node {
         // compacted by a later session that writes, while a command's single save costs
         // no walk.
         let end = replayed.position.end;
+        let tail = read_tail(storage.as_ref(), &header, end).map_err(read_error)?;
         Ok(Node {
             path: path.to_owned(),
             storage,
@@ -196,6 +221,12 @@ impl Node {
             header_unsure: false,
             keep_tail: replayed.keep_tail,
             pending_features: 0,
+            lost: None,
+            tail,
+            waiting: 0,
+            failed_len: 0,
+            rescued: None,
+            failing: None,
         })
     }
 
@@ -224,9 +255,60 @@ impl Node {
         self.pos.end
     }
 
-    /// Whether changes are queued and not yet saved.
+    /// Whether changes are queued and not yet saved (or saved into a file that was lost).
     pub fn is_dirty(&self) -> bool {
-        !self.pending.is_empty()
+        !self.pending.is_empty() || self.lost.is_some()
+    }
+
+    /// How many saves wait to be written (failed, or written into a file that was lost).
+    pub fn waiting(&self) -> u64 {
+        self.waiting.max(u64::from(self.lost.is_some()))
+    }
+
+    /// Why the file written so far is no longer where the user finds it, if it is not.
+    pub fn lost(&self) -> Option<&str> {
+        self.lost.as_deref()
+    }
+
+    /// Since when saving fails, and why (the last error), if it does.
+    pub fn failing(&self) -> Option<(std::time::SystemTime, &str)> {
+        self.failing.as_ref().map(|(t, e)| (*t, e.as_str()))
+    }
+
+    fn fail(&mut self, why: String) {
+        self.failing.get_or_insert_with(|| (std::time::SystemTime::now(), String::new())).1 = why;
+    }
+
+    /// The rescue file this node is written to, while the node's path leads to another file.
+    pub fn rescued(&self) -> Option<&Path> {
+        self.rescued.as_deref()
+    }
+
+    /// Checks that the node's path still leads to the file written (about every second while
+    /// mounted): once it does not, nothing more is written into that file, and the next save
+    /// writes everything again where the user finds it. Returns why, if so.
+    pub fn check_placement(&mut self) -> Option<&str> {
+        if self.lost.is_none() && self.access == Access::Write {
+            self.note_placement();
+        }
+        self.lost.as_deref()
+    }
+
+    fn note_placement(&mut self) {
+        match self.storage.placement() {
+            Placement::Home => self.rescued = None, // A rescue file moved to the node's path is the node again.
+            Placement::Rescue(_) => {}
+            Placement::Gone(why) => {
+                // Nothing more goes into it; letting go lets a detached filesystem finish.
+                self.storage.release();
+                self.fail(why.clone());
+                self.lost = Some(why);
+            }
+            Placement::Replaced(why) => {
+                self.fail(why.clone());
+                self.lost = Some(why);
+            }
+        }
     }
 
     fn corrupt(&self, e: ObjectError) -> Error {
@@ -630,21 +712,26 @@ impl Node {
     }
 
     /// Writes queued changes as one transaction (one fsync), compacting when the log holds
-    /// mostly superseded data. On failure nothing is lost: the changes stay queued.
+    /// mostly superseded data. On failure nothing is lost: the changes stay queued. Never
+    /// writes into a file the node's path no longer leads to, and checks the path again before
+    /// reporting success: a save reported is one the user finds at the node's path (or in the
+    /// rescue file it names).
     pub fn save(&mut self) -> Result<SaveStats> {
         let mut stats = SaveStats::default();
-        if !self.pending.is_empty() {
+        if !self.pending.is_empty() || self.lost.is_some() {
             self.writable()?;
-            self.settle_features().map_err(|e| Error::io("cannot write node", &self.path, e))?;
             let txn = std::mem::take(&mut self.pending).into_bytes();
-            let mut written =
-                self.settle_header().and_then(|()| log::append(self.storage.as_mut(), &self.header, &self.key, &mut self.pos, &txn, false));
-            if written.as_ref().is_err_and(device_gone) && self.reopen().is_ok() {
-                written = log::append(self.storage.as_mut(), &self.header, &self.key, &mut self.pos, &txn, false);
-            }
-            match written {
-                Ok(n) => stats.bytes_written = n,
+            match self.write_out(&txn) {
+                Ok(n) => {
+                    stats.bytes_written = n;
+                    (self.waiting, self.failed_len, self.failing) = (0, 0, None);
+                }
                 Err(e) => {
+                    self.fail(e.to_string());
+                    if txn.len() > self.failed_len || self.waiting == 0 {
+                        self.waiting += 1;
+                    }
+                    self.failed_len = txn.len();
                     // Put the change back so a retry writes it.
                     let mut w = journal::Writer::new();
                     w.append_raw(&txn);
@@ -664,20 +751,109 @@ impl Node {
         Ok(stats)
     }
 
-    /// Opens the node file again by its path and checks it is this node, as far as it was
-    /// committed: same id and log, at least as long. For a device that went away and came back
-    /// (a USB stick pulled and put back, a filesystem remounted), whose old descriptor only
-    /// fails.
-    fn reopen(&mut self) -> std::io::Result<()> {
-        self.storage.reopen()?;
-        let (len, head) = header_region(self.storage.as_ref())?;
-        let (found, _) = Header::decode(&head).map_err(|_| std::io::Error::other("the reopened node's header does not read"))?;
-        let h = &found[0];
-        let same = h.node_id == self.header.node_id && h.epoch == self.header.epoch && h.log_start == self.header.log_start;
-        if !same || len < self.pos.end {
-            return Err(std::io::Error::other("the file at the node's path is not this node as it was"));
+    /// Appends `txn` where the user finds the node; see [`Node::save`].
+    fn write_out(&mut self, txn: &[u8]) -> std::io::Result<u64> {
+        if self.lost.is_none() {
+            self.note_placement();
         }
-        Ok(())
+        if self.lost.is_some() {
+            return self.recover(Some(txn));
+        }
+        let written = self.append(txn);
+        // Any error may be a device that went away; a success may have landed in a file
+        // replaced meanwhile. Either way the path decides.
+        self.note_placement();
+        match written {
+            Ok(_) if self.lost.is_some() => self.recover(None),
+            Err(e) if self.lost.is_none() => Err(e),
+            Err(_) => self.recover(Some(txn)),
+            ok => ok,
+        }
+    }
+
+    fn append(&mut self, txn: &[u8]) -> std::io::Result<u64> {
+        self.settle_features()?;
+        self.settle_header()?;
+        let n = log::append(self.storage.as_mut(), &self.header, &self.key, &mut self.pos, txn, false)?;
+        self.note_tail();
+        Ok(n)
+    }
+
+    /// The file written so far is lost ([`Node::lost`]): writes everything where the user
+    /// finds it. The file now at the node's path is taken back if it is this node as written
+    /// (a stick put back, a filesystem mounted again), and `txn` (if not yet written) appended
+    /// there; else, when the path's folder can be written, everything this node holds goes to
+    /// a new rescue file beside it (the file at the path is never touched); else (the device
+    /// is still away) nothing is written and the caller retries.
+    fn recover(&mut self, txn: Option<&[u8]>) -> std::io::Result<u64> {
+        let why = self.lost.clone().unwrap_or_default();
+        let placement = self.storage.placement();
+        let back = match placement {
+            Placement::Home | Placement::Rescue(_) => Ok(()),
+            _ => {
+                let (header, key, end, tail) = (&self.header, &self.key, self.pos.end, &self.tail);
+                self.storage.reopen(&|candidate| same_node(candidate, header, key, end, tail))
+            }
+        };
+        match back {
+            Ok(()) => {
+                self.lost = None;
+                // Still writing the rescue file, or back at the node's path.
+                self.rescued = match placement {
+                    Placement::Rescue(r) => Some(r),
+                    _ => None,
+                };
+                txn.filter(|t| !t.is_empty()).map_or(Ok(0), |t| self.append(t))
+            }
+            Err(e) if e.kind() != std::io::ErrorKind::InvalidData && matches!(placement, Placement::Gone(_)) => {
+                let also = if why.contains(&e.to_string()) { String::new() } else { format!(" ({e})") };
+                Err(std::io::Error::new(e.kind(), format!("{why}; waiting for it to come back{also}")))
+            }
+            Err(e) => {
+                let rescued = self
+                    .rescue(None)
+                    .map_err(|r| std::io::Error::new(r.kind(), format!("{why} ({e}); cannot write a rescue file: {r}")))?;
+                self.rescued = Some(rescued);
+                self.lost = None;
+                Ok(self.pos.end)
+            }
+        }
+    }
+
+    /// Writes everything this node holds, queued changes included, as a new node file in
+    /// `dir` (same passphrase, same node id) and writes there from now on; returns its path.
+    /// For a daemon told to stop while its node cannot be written: nothing is dropped.
+    pub fn rescue_into(&mut self, dir: &Path) -> Result<PathBuf> {
+        let rescued = self.rescue(Some(dir)).map_err(|e| Error::io("cannot write a rescue file of", &self.path, e))?;
+        // The queue's records are in the state, which the rescue file holds whole.
+        self.pending = journal::Writer::new();
+        (self.lost, self.waiting, self.failed_len, self.failing) = (None, 0, 0, None);
+        self.rescued = Some(rescued.clone());
+        Ok(rescued)
+    }
+
+    /// Writes everything this node holds as a new node file beside the node's path (or in
+    /// `dir`; same passphrase, same node id) and writes there from now on; returns its path.
+    fn rescue(&mut self, dir: Option<&Path>) -> std::io::Result<PathBuf> {
+        let path = self.storage.start_rescue(dir)?;
+        let (header, pos) = (self.header.clone(), self.pos);
+        let mut h = header.clone();
+        h.log_start = crate::format::header::LOG_OFFSET;
+        h.base_end = h.log_start;
+        self.pos = Position { epoch: h.epoch, next_seq: 0, end: h.log_start };
+        let written = log::write_header(self.storage.as_mut(), &mut h, &self.key).and_then(|()| {
+            self.header = h;
+            self.header_unsure = false;
+            self.checkpoint()
+        });
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&path);
+            (self.header, self.pos) = (header, pos);
+            return Err(e);
+        }
+        // The file itself is synced; its name too, as far as the folder allows.
+        let _ = crate::storage::sync_dir(path.parent().unwrap_or(Path::new(".")));
+        Ok(path)
     }
 
     /// After a failed header write, writes the header this node holds to both slots, with a
@@ -715,6 +891,15 @@ impl Node {
         assert!(self.pending.is_empty(), "save before compacting");
         self.writable()?;
         self.settle_header().map_err(|e| Error::io("cannot compact node", &self.path, e))?;
+        self.checkpoint().map_err(|e| Error::io("cannot compact node", &self.path, e))?;
+        self.header_degraded = false;
+        // The checkpoint left out what no head reaches; so does memory from now on.
+        self.state.prune().map_err(|what| Error::Corrupt { node: self.path.clone(), what })?;
+        Ok(())
+    }
+
+    /// Writes the live state as one checkpoint (compaction, or a rescue file's content).
+    fn checkpoint(&mut self) -> std::io::Result<()> {
         // The checkpoint is encoded as it is written, a frame's worth at a time.
         let state = &self.state;
         let mut produce = |out: &mut dyn FnMut(&[u8]) -> std::io::Result<()>| {
@@ -728,14 +913,19 @@ impl Node {
             }
             out(&w.into_bytes())
         };
-        log::compact(self.storage.as_mut(), &mut self.header, &self.key, &mut self.pos, &mut produce).map_err(|e| {
+        log::compact(self.storage.as_mut(), &mut self.header, &self.key, &mut self.pos, &mut produce).inspect_err(|_| {
             self.header_unsure = true;
-            Error::io("cannot compact node", &self.path, e)
         })?;
         self.header_degraded = false;
-        // The checkpoint left out what no head reaches; so does memory from now on.
-        self.state.prune().map_err(|what| Error::Corrupt { node: self.path.clone(), what })?;
+        self.note_tail();
         Ok(())
+    }
+
+    /// Remembers how the log ends now, for [`same_node`]. The write is done: a read that fails
+    /// here (the device just went away) must not report it failed, or a retry would write it
+    /// twice; the check then rests on the header and the length alone.
+    fn note_tail(&mut self) {
+        self.tail = read_tail(self.storage.as_ref(), &self.header, self.pos.end).unwrap_or_default();
     }
 
     /// Whether `pass` is this node's passphrase (costs one key derivation).
@@ -749,6 +939,8 @@ impl Node {
             return Err(Error::EmptyPassphrase);
         }
         params.check().map_err(|what| Error::Passphrase(format!("refusing Argon2 parameters: {what}")))?;
+        // Everything where the user finds it first: never a header into a lost file.
+        self.save()?;
         self.settle_header().map_err(|e| Error::io("cannot write node", &self.path, e))?;
         let mut h = self.header.clone();
         // Re-wrapping is when a version 1 node can take the authenticated end marker (the
@@ -891,17 +1083,39 @@ fn check_size(repo: &Name, secret: &Name, data: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Whether a write error means the file's device went away (so reopening may help).
-fn device_gone(e: &std::io::Error) -> bool {
-    #[cfg(unix)]
-    {
-        matches!(e.raw_os_error(), Some(libc::EIO | libc::EROFS | libc::ENODEV | libc::ENXIO | libc::ESTALE | libc::EBADF))
+/// The last bytes of the log up to `end` (at most [`TAIL_BYTES`]).
+fn read_tail(storage: &dyn Storage, header: &Header, end: u64) -> std::io::Result<Vec<u8>> {
+    let start = end.saturating_sub(TAIL_BYTES).max(header.log_start.min(end));
+    let mut tail = vec![0u8; (end - start) as usize];
+    storage.read_exact_at(start, &mut tail)?;
+    Ok(tail)
+}
+
+/// Whether `candidate` (the file now at the node's path) is this node as it was written: a
+/// header copy that verifies with this node's data key (not public bytes alone: anyone can
+/// write a header naming this node's id), the same node id and log, at least as long, and
+/// ending the log as written (`tail` before `end`). `InvalidData` if it is another file.
+fn same_node(candidate: &dyn Storage, header: &Header, key: &Key, end: u64, tail: &[u8]) -> std::io::Result<()> {
+    let other = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("the file now at the node's path {what}"));
+    let (len, head) = header_region(candidate)?;
+    let (found, _) = Header::decode(&head).map_err(|_| other("has no readable header"))?;
+    let verified = found.iter().any(|h| {
+        h.node_id == header.node_id
+            && h.verify_seal(key)
+            && (h.epoch, h.log_start, h.base_end) == (header.epoch, header.log_start, header.base_end)
+    });
+    if !verified {
+        return Err(other("is not this node (its header does not verify with this node's key)"));
     }
-    #[cfg(not(unix))]
-    {
-        let _ = e;
-        false
+    if len < end {
+        return Err(other("is an older copy of this node"));
     }
+    let mut found_tail = vec![0u8; tail.len()];
+    candidate.read_exact_at(end - tail.len() as u64, &mut found_tail)?;
+    if found_tail != tail {
+        return Err(other("is another copy of this node, written elsewhere"));
+    }
+    Ok(())
 }
 
 fn header_error(path: &Path, e: HeaderError) -> Error {

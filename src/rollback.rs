@@ -15,11 +15,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 fn state_dir() -> Option<PathBuf> {
+    Some(polykey_state_dir()?.join("seen"))
+}
+
+/// Polykey's own state folder: `$XDG_STATE_HOME/polykey`, else `~/.local/state/polykey`.
+pub fn polykey_state_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_STATE_HOME")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
-    Some(base.join("polykey/seen"))
+    Some(base.join("polykey"))
 }
 
 /// The record's name: a digest of the node's id.

@@ -22,6 +22,21 @@ pub struct MountRecord {
     pub dev: Option<String>,
 }
 
+/// Formats Unix seconds as ISO 8601 UTC (civil-from-days, Howard Hinnant's algorithm).
+pub fn iso8601(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
 /// The effective user id of this process.
 #[allow(unsafe_code)]
 pub fn euid() -> u32 {
@@ -65,6 +80,11 @@ fn key(node: &Path) -> String {
 /// The control socket path for `node`.
 pub fn socket_path(node: &Path) -> io::Result<PathBuf> {
     Ok(dir()?.join(format!("{}.sock", key(node))))
+}
+
+/// The log file of the daemon mounting `node`.
+pub fn log_path(node: &Path) -> io::Result<PathBuf> {
+    Ok(dir()?.join(format!("{}.log", key(node))))
 }
 
 /// The mount record path for `node`.

@@ -33,39 +33,102 @@ pub trait Storage: Send {
     fn truncate(&mut self, len: u64) -> io::Result<()>;
     /// Makes every earlier write and truncation durable.
     fn sync(&mut self) -> io::Result<()>;
-    /// Opens the file again by its path (after its device went away and came back).
-    fn reopen(&mut self) -> io::Result<()> {
+    /// How many bytes can really be read: [`Storage::len`], unless the file ends early (a FAT
+    /// stick pulled mid-write can leave a size that reads return 0 before). Found by reading
+    /// single bytes, a binary search below the length when the last byte does not read.
+    fn readable_len(&self) -> io::Result<u64> {
+        let len = self.len()?;
+        let readable = |at: u64| match self.read_exact_at(at, &mut [0u8]) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(false),
+            Err(e) => Err(e),
+        };
+        if len == 0 || readable(len - 1)? {
+            return Ok(len);
+        }
+        // Invariant: byte `lo - 1` reads (or `lo` is 0), byte `hi` does not.
+        let (mut lo, mut hi) = (0u64, len - 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if readable(mid)? {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+    /// Opens the file again by its path (after its device went away and came back) and
+    /// writes to it from now on if `accept` (which checks it is the same node) agrees.
+    fn reopen(&mut self, accept: &dyn Fn(&dyn Storage) -> io::Result<()>) -> io::Result<()> {
+        let _ = accept;
+        Err(io::ErrorKind::Unsupported.into())
+    }
+    /// Lets go of the file (its device went away): a driver that serves it alone, such as a
+    /// lazily unmounted filesystem, can then finish. Reads and writes fail until [`Storage::reopen`].
+    fn release(&mut self) {}
+    /// Whether the node's path still leads to the file written through this storage.
+    fn placement(&self) -> Placement {
+        Placement::Home
+    }
+    /// Creates a new file beside the node's path, or in `dir` (never replacing anything), and
+    /// writes to it from now on; returns its path. The caller fills it with a whole node.
+    fn start_rescue(&mut self, dir: Option<&std::path::Path>) -> io::Result<std::path::PathBuf> {
+        let _ = dir;
         Err(io::ErrorKind::Unsupported.into())
     }
 }
 
+/// Where the file being written is, seen from the node's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// The path leads to it.
+    Home,
+    /// It is a rescue file (see [`Storage::start_rescue`]) still at its own path.
+    Rescue(std::path::PathBuf),
+    /// It cannot be reached, or the path's folder is on another filesystem now (a stick
+    /// pulled or unmounted): wait for it to come back.
+    Gone(String),
+    /// The path's folder is on the file's filesystem, but the path leads to another file or to
+    /// nothing (replaced by a sync client or `mv`, or removed): the file written is lost to
+    /// the user.
+    Replaced(String),
+}
+
 /// A node file on a real filesystem.
 pub struct FileStorage {
-    file: File,
+    /// `None` once let go ([`Storage::release`]).
+    file: Option<File>,
     /// Where it was opened, for [`Storage::reopen`].
     path: Option<std::path::PathBuf>,
+    /// The rescue file written to instead, while the path leads elsewhere.
+    rescue: Option<std::path::PathBuf>,
 }
 
 impl FileStorage {
     /// Wraps an open file.
     pub fn new(file: File) -> Self {
-        FileStorage { file, path: None }
+        FileStorage { file: Some(file), path: None, rescue: None }
     }
 
     /// Wraps a file opened for writing at `path`, which [`Storage::reopen`] may open again.
     pub fn at(file: File, path: &std::path::Path) -> Self {
-        FileStorage { file, path: Some(path.to_owned()) }
+        FileStorage { file: Some(file), path: Some(path.to_owned()), rescue: None }
     }
 
-    /// The underlying file (for locking).
-    pub fn file(&self) -> &File {
-        &self.file
+    /// The underlying file (for locking), unless it was let go.
+    pub fn file(&self) -> Option<&File> {
+        self.file.as_ref()
+    }
+
+    fn f(&self) -> io::Result<&File> {
+        self.file.as_ref().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "the node file was let go (its device went away)"))
     }
 }
 
 impl Storage for FileStorage {
     fn len(&self) -> io::Result<u64> {
-        Ok(self.file.metadata()?.len())
+        Ok(self.f()?.metadata()?.len())
     }
 
     fn read_all(&self) -> io::Result<Vec<u8>> {
@@ -73,7 +136,7 @@ impl Storage for FileStorage {
         let mut buf = vec![0u8; len];
         let mut done = 0;
         while done < len {
-            let n = read_at(&self.file, &mut buf[done..], done as u64)?;
+            let n = read_at(self.f()?, &mut buf[done..], done as u64)?;
             if n == 0 {
                 buf.truncate(done);
                 break;
@@ -86,7 +149,7 @@ impl Storage for FileStorage {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         let mut done = 0;
         while done < buf.len() {
-            match read_at(&self.file, &mut buf[done..], offset + done as u64) {
+            match read_at(self.f()?, &mut buf[done..], offset + done as u64) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => done += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -102,7 +165,7 @@ impl Storage for FileStorage {
         use std::os::fd::AsRawFd;
         let len = self.len()?;
         let (Ok(from), true) = (libc::off_t::try_from(offset), offset < len) else { return Ok(None) };
-        let fd = self.file.as_raw_fd();
+        let fd = self.f()?.as_raw_fd();
         // SAFETY: lseek on a descriptor this storage owns; it moves only the file offset,
         // which nothing here uses (every read and write is positional).
         let start = unsafe { libc::lseek(fd, from, libc::SEEK_DATA) };
@@ -121,7 +184,7 @@ impl Storage for FileStorage {
     fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let mut done = 0;
         while done < data.len() {
-            let n = write_at(&self.file, &data[done..], offset + done as u64)?;
+            let n = write_at(self.f()?, &data[done..], offset + done as u64)?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
@@ -131,23 +194,86 @@ impl Storage for FileStorage {
     }
 
     fn truncate(&mut self, len: u64) -> io::Result<()> {
-        self.file.set_len(len)
+        self.f()?.set_len(len)
     }
 
     fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_all()
+        self.f()?.sync_all()
     }
 
-    fn reopen(&mut self) -> io::Result<()> {
+    fn reopen(&mut self, accept: &dyn Fn(&dyn Storage) -> io::Result<()>) -> io::Result<()> {
         let path = self.path.clone().ok_or(io::ErrorKind::Unsupported)?;
         let file = open_regular(&path, true)?.map_err(|kind| io::Error::other(format!("the node's path is now {kind}")))?;
-        // The old descriptor's lock goes with it; then the new one is locked for us alone.
-        self.file = file;
-        self.file.try_lock().map_err(|e| match e {
-            std::fs::TryLockError::WouldBlock => io::Error::new(io::ErrorKind::WouldBlock, "another process took the node"),
-            std::fs::TryLockError::Error(e) => e,
-        })
+        lock(&file)?;
+        let candidate = FileStorage { file: Some(file), path: None, rescue: None };
+        accept(&candidate)?;
+        // The old descriptor's lock goes with it.
+        self.file = candidate.file;
+        self.rescue = None;
+        Ok(())
     }
+
+    fn release(&mut self) {
+        self.file = None;
+    }
+
+    #[cfg(unix)]
+    fn placement(&self) -> Placement {
+        use std::os::unix::fs::MetadataExt;
+        let Some(path) = &self.path else { return Placement::Home };
+        let held = match self.f().and_then(|f| f.metadata()) {
+            Ok(m) => m,
+            Err(e) => return Placement::Gone(format!("the node file cannot be reached: {e}")),
+        };
+        let same = |p: &std::path::Path| std::fs::metadata(p).is_ok_and(|m| m.dev() == held.dev() && m.ino() == held.ino());
+        if same(path) {
+            return Placement::Home;
+        }
+        if let Some(r) = self.rescue.as_ref().filter(|r| same(r)) {
+            return Placement::Rescue(r.clone());
+        }
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        match std::fs::metadata(dir) {
+            Ok(d) if d.dev() == held.dev() => Placement::Replaced(match std::fs::metadata(path) {
+                Ok(_) => format!("{} was replaced by another file", path.display()),
+                Err(e) => format!("{} is gone ({e})", path.display()),
+            }),
+            Ok(_) => Placement::Gone(format!("the filesystem holding {} was unmounted or pulled", path.display())),
+            Err(e) => Placement::Gone(format!("{} cannot be reached: {e}", dir.display())),
+        }
+    }
+
+    fn start_rescue(&mut self, dir: Option<&std::path::Path>) -> io::Result<std::path::PathBuf> {
+        let path = self.path.clone().ok_or(io::ErrorKind::Unsupported)?;
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "node".into());
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true).write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        for n in 1..100 {
+            let file_name = format!("{name}.rescued-{stamp}{}.node", if n == 1 { String::new() } else { format!("-{n}") });
+            let rescue = dir.map_or_else(|| path.with_file_name(&file_name), |d| d.join(&file_name));
+            match opts.open(&rescue) {
+                Ok(file) => {
+                    lock(&file)?;
+                    self.file = Some(file);
+                    self.rescue = Some(rescue.clone());
+                    return Ok(rescue);
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::AlreadyExists, "no free rescue file name"))
+    }
+}
+
+fn lock(file: &File) -> io::Result<()> {
+    file.try_lock().map_err(|e| match e {
+        std::fs::TryLockError::WouldBlock => io::Error::new(io::ErrorKind::WouldBlock, "another process took the node"),
+        std::fs::TryLockError::Error(e) => e,
+    })
 }
 
 #[cfg(unix)]

@@ -503,6 +503,19 @@ impl Vfs {
         std::mem::take(&mut self.invalidations)
     }
 
+    /// Checks that the node's path still leads to the file the node is written to (see
+    /// [`Node::check_placement`]); returns why not, if so. Call about every second.
+    pub fn check_placement(&mut self) -> Option<String> {
+        self.node.check_placement().map(str::to_owned)
+    }
+
+    /// Commits everything, then writes the whole node to a new rescue file in `dir` and writes
+    /// there from now on (see [`Node::rescue_into`]); returns its path.
+    pub fn rescue_into(&mut self, dir: &std::path::Path) -> crate::Result<std::path::PathBuf> {
+        let _ = self.commit_all(); // Into the node's queue; its save is what fails.
+        self.node.rescue_into(dir)
+    }
+
     /// Whether changes are waiting to be written to the node file.
     pub fn has_unsaved(&self) -> bool {
         self.unsaved || self.node.is_dirty()

@@ -23,6 +23,7 @@ mod posix;
 mod rollback;
 mod roundtrip;
 mod secrecy;
+mod stick;
 mod usage;
 mod usermount;
 mod vectors;

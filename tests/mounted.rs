@@ -129,9 +129,14 @@ impl Mounted {
         self.mounted = false;
     }
 
-    /// The daemon's log so far.
+    /// The log so far of the daemons that mounted this node (each has its own file, `*.log`,
+    /// moved aside to `*.log.old` when it grows large), oldest first.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.runtime.join("polykey/mountd.log")).unwrap_or_default()
+        let mut files: Vec<_> =
+            std::fs::read_dir(self.runtime.join("polykey")).map(|d| d.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        files.retain(|p: &PathBuf| p.to_string_lossy().ends_with(".log") || p.to_string_lossy().ends_with(".log.old"));
+        files.sort_by_key(|p| !p.to_string_lossy().ends_with(".old"));
+        files.iter().map(|p| std::fs::read_to_string(p).unwrap_or_default()).collect()
     }
 
     /// What a failed mount test should show: the daemon's log and every Polykey-related

@@ -1080,7 +1080,7 @@ fn passphrase_is_never_in_any_process_argv_or_environment() {
     c.env("POLYKEY_PASSWORD", &pass).arg("mount").arg(&m.mnt).arg("--foreground");
     let watcher = Watcher::start(pass.as_bytes().to_vec());
     let mut fg = Killed(c.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
-    let ready = wait_for(10, || is_mounted(&m.mnt) && run(base().arg("status")).stdout.len() > 1);
+    let ready = wait_for(10, || is_mounted(&m.mnt) && run(base().args(["status", "--json"])).stdout != b"[]\n");
     let (during, _) = watcher.finish();
     assert!(ready, "the foreground mount did not come up");
     assert_eq!(m.pid(), fg.0.id(), "the foreground daemon is the CLI's own process, after exec");
@@ -1155,7 +1155,7 @@ fn daemon_log_holds_no_secret_after_edits_and_failures() {
     assert_eq!(fs::read(m.p("repos/r/c")).unwrap(), c.as_bytes());
     m.unmount();
 
-    let log_path = m.runtime.join("polykey/mountd.log");
+    let log_path = polykey_log_path(&m);
     let log = fs::read(&log_path).unwrap();
     assert!(contains(&log, b"mounted ") && contains(&log, b"stopped"), "this is the daemons' log: {}", String::from_utf8_lossy(&log));
     eprintln!("the log:\n{}", String::from_utf8_lossy(&log));
@@ -1165,6 +1165,13 @@ fn daemon_log_holds_no_secret_after_edits_and_failures() {
     assert_free_of(&log, &secrets, "the daemon's log");
     assert_eq!(fs::metadata(&log_path).unwrap().permissions().mode() & 0o777, 0o600, "the log is private");
     assert_eq!(fs::metadata(m.runtime.join("polykey")).unwrap().permissions().mode() & 0o777, 0o700);
+}
+
+/// The daemon's own log file, as `polykey status` names it while mounted.
+fn polykey_log_path(m: &Mounted) -> std::path::PathBuf {
+    let found =
+        fs::read_dir(m.runtime.join("polykey")).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|e| e == "log"));
+    found.expect("the daemon's log file")
 }
 
 /// Commands that fail on the node of [`cli_errors_never_show_secret_values`], with their stdin.

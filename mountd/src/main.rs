@@ -18,16 +18,21 @@ mod watch;
 #[cfg(windows)]
 mod winfsp;
 
+use polykey::control::Health;
 use polykey::vfs::Vfs;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// How often periodic work runs (grace-period commits, save retries, auto-lock).
+/// How often periodic work runs (grace-period commits, save retries, the node file's place,
+/// auto-lock).
 const TICK: Duration = Duration::from_millis(250);
+/// A log file past this size is moved aside (replacing the one moved aside before) and a new
+/// one begun: a flood of lines takes at most twice this on disk.
+const LOG_MAX_BYTES: u64 = 4 << 20;
 
 /// What the adapters, the control server and the main loop share.
 pub struct State {
@@ -35,6 +40,8 @@ pub struct State {
     pub vfs: Mutex<Vfs>,
     start: Instant,
     last_access_ms: AtomicU64,
+    /// How saving goes, for `polykey status` (its own lock: answered even while a save blocks).
+    pub health: Mutex<Health>,
 }
 
 /// Shared state handle.
@@ -43,7 +50,32 @@ pub type Shared = std::sync::Arc<State>;
 impl State {
     /// The shared state of a freshly opened node, owned by `uid`/`gid` in the mount.
     pub fn shared(node: polykey::Node, uid: u32, gid: u32) -> Shared {
-        std::sync::Arc::new(State { vfs: Mutex::new(Vfs::new(node, uid, gid)), start: Instant::now(), last_access_ms: AtomicU64::new(0) })
+        std::sync::Arc::new(State {
+            vfs: Mutex::new(Vfs::new(node, uid, gid)),
+            start: Instant::now(),
+            last_access_ms: AtomicU64::new(0),
+            health: Mutex::new(Health::default()),
+        })
+    }
+
+    /// How saving goes now: from the node when it is free, else as last seen (a tick ago).
+    pub fn health(&self) -> Health {
+        match self.vfs.try_lock() {
+            Ok(vfs) => self.note_health(vfs.node()),
+            Err(_) => self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+        }
+    }
+
+    /// Records how saving goes for `node`, and returns it.
+    fn note_health(&self, node: &polykey::Node) -> Health {
+        let mut h = self.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let failing = node.failing();
+        let secs = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        h.failing_since = failing.map(|(t, _)| secs(t));
+        h.error = failing.map(|(_, e)| e.to_owned()).unwrap_or_default();
+        h.waiting = if failing.is_some() { node.waiting().max(1) } else { 0 };
+        h.rescued = node.rescued().map(Path::to_owned);
+        h.clone()
     }
 
     /// Records an access (for `--lock-after`).
@@ -69,9 +101,10 @@ pub enum Event {
     Tick,
 }
 
-/// Periodic work, the same on every platform: grace-period commits and save retries (logged
-/// when they start and stop failing), remembering the node's position for rollback detection,
-/// and `--lock-after`. Returns whether saving is failing now.
+/// Periodic work, the same on every platform: checks that the node's path still leads to the
+/// file written, grace-period commits and save retries (logged when they start and stop
+/// failing), the health `polykey status` shows, remembering the node's position for rollback
+/// detection, and `--lock-after`. Returns whether saving is failing now.
 pub fn on_tick(
     shared: &Shared,
     recorded: &mut Option<(u32, u64)>,
@@ -80,17 +113,43 @@ pub fn on_tick(
     stopping: &mut bool,
 ) -> bool {
     let mut vfs = shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let r = vfs.tick();
+    let before = shared.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let lost = vfs.check_placement();
+    if let (Some(why), false) = (&lost, failing) {
+        log(&format!("{why}: nothing more is written into the file this mount held; writing everything where it can be found"));
+    }
+    // A failure shows in the node's health below.
+    let _ = vfs.tick();
+    if lost.is_some() && vfs.node().lost().is_none() && vfs.node().rescued().is_none() {
+        log(&format!("{} is this node again (checked with its key): writing there", vfs.node().path().display()));
+    }
     // Remember how far the node has come, so an old copy put back is noticed.
     if *recorded != Some(vfs.node().position()) && !vfs.has_unsaved() {
         polykey::rollback::record(vfs.node());
         *recorded = Some(vfs.node().position());
     }
+    let node = vfs.node();
+    let health = shared.note_health(node);
+    let error = health.failing_since.map(|_| health.error.clone());
+    let node_path = node.path().to_owned();
     drop(vfs);
-    match (&r, failing) {
-        (Err(e), false) => log(&format!("saving failed, will retry: {e}")),
-        (Ok(()), true) => log("saving works again; everything is written"),
+    match (&error, failing) {
+        (Some(e), false) => log(&format!("saving failed, will retry: {e}")),
+        (None, true) => log("saving works again; everything is written"),
         _ => {}
+    }
+    if health.rescued != before.rescued {
+        match &health.rescued {
+            Some(r) => log(&format!(
+                "WARNING: {} now leads to another file, which was left untouched; everything this mount holds is saved in {} \
+                 (same passphrase: open it with `polykey --node {}`), and written there from now on; move it over {} to carry on there",
+                node_path.display(),
+                r.display(),
+                r.display(),
+                node_path.display()
+            )),
+            None => log(&format!("the rescue file is at {} again: writing there", node_path.display())),
+        }
     }
     if let Some(limit) = lock_after {
         if !*stopping && shared.idle() >= limit {
@@ -98,7 +157,7 @@ pub fn on_tick(
             *stopping = true;
         }
     }
-    r.is_err()
+    error.is_some()
 }
 
 /// Reads the passphrase from standard input (a pipe from `polykey mount`), opens the node for
@@ -139,9 +198,26 @@ pub fn report(foreground: bool, line: &str) {
     }
 }
 
-/// Writes a line to the log (standard error; a file in the background). Never a secret.
+/// The log file standard error goes to (in the background), to bound its size.
+static LOG_FILE: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Writes a line to the log (standard error; this daemon's own file in the background, moved
+/// aside past [`LOG_MAX_BYTES`]). Never a secret.
 pub fn log(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "polykey-mountd[{}]: {msg}", std::process::id());
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    #[cfg(unix)]
+    let stamp = polykey::runtime::iso8601(t as i64);
+    #[cfg(not(unix))]
+    let stamp = t.to_string();
+    let file = LOG_FILE.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _ = writeln!(std::io::stderr(), "{stamp} polykey-mountd[{}]: {msg}", std::process::id());
+    #[cfg(unix)]
+    if let Some(path) = file.as_ref().filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() > LOG_MAX_BYTES)) {
+        let _ = std::fs::rename(path, path.with_extension("log.old"));
+        if let Some(f) = unix::open_log(path) {
+            let _ = sys::redirect_stderr(&f);
+        }
+    }
 }
 
 /// The daemon's arguments (given by `polykey mount`).
@@ -232,10 +308,10 @@ mod unix {
         }
     }
 
-    fn open_log() -> Option<std::fs::File> {
+    /// Opens (creating, 0600) this daemon's log file.
+    pub(crate) fn open_log(path: &Path) -> Option<std::fs::File> {
         use std::os::unix::fs::OpenOptionsExt;
-        let dir = runtime::dir().ok()?;
-        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(dir.join("mountd.log")).ok()
+        std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path).ok()
     }
 
     fn start(args: &Args, hardening: &sys::Hardening) -> Result<ExitCode, String> {
@@ -270,13 +346,16 @@ mod unix {
         // nothing is lost meanwhile, since the shutdown signals are blocked (they stay pending)
         // and the events are queued on their channels.
         report(args.foreground, "ready");
-        server::spawn(listener, shared.clone(), record.clone(), events_tx.clone(), bg.notifier());
+        server::spawn(listener, shared.clone(), events_tx.clone(), bg.notifier());
         spawn_forwarders(events_tx, destroyed_rx);
+        let log_path = runtime::log_path(&node_path).unwrap_or_default();
         if !args.foreground {
-            if let Some(f) = open_log() {
+            if let Some(f) = open_log(&log_path) {
                 let _ = sys::redirect_stderr(&f);
+                *LOG_FILE.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(log_path.clone());
             }
         }
+        shared.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner).log = log_path;
         log(&format!("mounted {} at {}", node_path.display(), mountpoint.display()));
         if let Err(e) = watcher {
             log(&format!("no dead-mount watcher ({e}): after a kill -9 only fusermount3 removes the mount"));
@@ -342,6 +421,32 @@ mod unix {
         vfs.commit_all().map_err(|e| e.to_string())
     }
 
+    /// A second stop signal while the node cannot be written: everything the mount holds goes
+    /// to a new node file in Polykey's state folder (`rescued/`, same passphrase), which the
+    /// daemon writes from then on, so stopping drops nothing; said loudly in the log.
+    fn rescue_elsewhere(shared: &Shared, sig: i32) {
+        let mut vfs = shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let node = vfs.node().path().to_owned();
+        let dir = polykey::rollback::polykey_state_dir().map(|d| d.join("rescued"));
+        let made = dir.ok_or_else(|| "no state folder ($XDG_STATE_HOME or $HOME)".to_owned()).and_then(|d| {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            vfs.rescue_into(&d).map_err(|e| e.to_string())
+        });
+        drop(vfs);
+        match made {
+            Ok(r) => log(&format!(
+                "WARNING: signal {sig} again while {} cannot be written: everything this mount holds is saved in {} \
+                 (same passphrase: open it with `polykey --node {}`); {} itself has only what was written before; stopping",
+                node.display(),
+                r.display(),
+                r.display(),
+                node.display()
+            )),
+            Err(e) => log(&format!("signal {sig} again, but no rescue file could be written either ({e}): still retrying")),
+        }
+    }
+
     /// Detaches the mount (lazily, so files still open keep working until closed).
     pub(crate) fn detach(mountpoint: &std::path::Path) {
         let ok = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(mountpoint).status().is_ok_and(|s| s.success());
@@ -360,6 +465,8 @@ mod unix {
         dev: Option<&str>,
     ) -> ExitCode {
         let mut stopping = false; // Asked to stop; waiting for the data to reach the disk.
+        let mut signalled = false; // A stop signal came; a second one while failing rescues.
+        let mut hinted = false;
         let mut unmounted = false;
         let mut failing = false;
         let mut recorded = None;
@@ -367,9 +474,10 @@ mod unix {
         for ev in events {
             match ev {
                 Event::Tick => failing = on_tick(shared, &mut recorded, failing, lock_after, &mut stopping),
+                Event::Signal(sig) if signalled && failing => rescue_elsewhere(shared, sig),
                 Event::Signal(sig) => {
                     log(&format!("signal {sig}: writing out and unmounting"));
-                    stopping = true;
+                    (stopping, signalled) = (true, true);
                 }
                 Event::Unmounted => {
                     unmounted = true;
@@ -390,11 +498,16 @@ mod unix {
             if stopping {
                 match commit_all(shared) {
                     Ok(()) => break,
-                    Err(e) if !failing => {
-                        failing = true;
-                        log(&format!("cannot write out before unmounting, will retry: {e}"));
+                    Err(e) => {
+                        if !failing {
+                            failing = true;
+                            log(&format!("cannot write out before unmounting, will retry: {e}"));
+                        }
+                        if signalled && !hinted {
+                            hinted = true;
+                            log("the node cannot be written, so the mount stays until it can; a second signal writes everything to a rescue file and stops");
+                        }
                     }
-                    Err(_) => {}
                 }
             }
         }

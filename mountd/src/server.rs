@@ -8,7 +8,7 @@
 
 use crate::{log, Event, Shared};
 use polykey::control::{self, write_message, Request, Response};
-use polykey::runtime::{self, MountRecord};
+use polykey::runtime;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -49,7 +49,7 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(1));
 
 /// Serves connections, one thread each, within the bounds above.
-pub fn spawn(listener: UnixListener, shared: Shared, record: MountRecord, events: Sender<Event>, notifier: fuser::Notifier) {
+pub fn spawn(listener: UnixListener, shared: Shared, events: Sender<Event>, notifier: fuser::Notifier) {
     let notifier = Arc::new(notifier);
     let limits = Arc::new(Limits { connections: AtomicUsize::new(0), inflight: Mutex::new(0), freed: Condvar::new() });
     let accept = move || {
@@ -78,9 +78,9 @@ pub fn spawn(listener: UnixListener, shared: Shared, record: MountRecord, events
                 continue;
             };
             refusing = false;
-            let (shared, record, events, notifier) = (shared.clone(), record.clone(), events.clone(), notifier.clone());
+            let (shared, events, notifier) = (shared.clone(), events.clone(), notifier.clone());
             let serve_one = move || {
-                if let Err(e) = serve(stream, &slot, &shared, &record, &events, &notifier) {
+                if let Err(e) = serve(stream, &slot, &shared, &events, &notifier) {
                     log(&format!("control connection: {e}"));
                 }
             };
@@ -180,14 +180,7 @@ impl std::io::Read for Deadline<'_> {
     }
 }
 
-fn serve(
-    stream: UnixStream,
-    slot: &Slot,
-    shared: &Shared,
-    record: &MountRecord,
-    events: &Sender<Event>,
-    notifier: &fuser::Notifier,
-) -> std::io::Result<()> {
+fn serve(stream: UnixStream, slot: &Slot, shared: &Shared, events: &Sender<Event>, notifier: &fuser::Notifier) -> std::io::Result<()> {
     if crate::sys::peer_uid(&stream)? != runtime::euid() {
         return Err(std::io::Error::new(std::io::ErrorKind::PermissionDenied, "peer is another user"));
     }
@@ -209,7 +202,7 @@ fn serve(
         let req = Request::decode(&body)?;
         drop(body);
         let (delivered, told) = std::sync::mpsc::channel();
-        let resp = answer(req, shared, record, events, notifier, (delivered.clone(), told));
+        let resp = answer(req, shared, events, notifier, (delivered.clone(), told));
         write_message(&mut &stream, &resp.encode())?;
         let _ = delivered.send(());
     }
@@ -218,16 +211,13 @@ fn serve(
 fn answer(
     req: Request,
     shared: &Shared,
-    record: &MountRecord,
     events: &Sender<Event>,
     notifier: &fuser::Notifier,
     (_delivered, told): (Sender<()>, std::sync::mpsc::Receiver<()>),
 ) -> Response {
-    use std::os::unix::ffi::OsStrExt;
     match req {
-        Request::Status => {
-            Response::Mounted(record.pid, record.node.as_os_str().as_bytes().to_vec(), record.mountpoint.as_os_str().as_bytes().to_vec())
-        }
+        // Never waits for the filesystem's lock: answered even while a save is stuck.
+        Request::Status => Response::Health(shared.health()),
         Request::Unmount => {
             let (tx, rx) = std::sync::mpsc::channel();
             if events.send(Event::UnmountRequest(tx, told)).is_err() {

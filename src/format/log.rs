@@ -381,7 +381,8 @@ pub fn replay(file: &[u8], header: &Header, key: &Key, apply: impl FnMut(Transac
 /// Replays the log of the node in `storage`, one frame in memory at a time, handing each
 /// frame's plaintext to `sink` and committing each transaction as its COMMIT frame is read.
 pub fn replay_storage(storage: &dyn Storage, header: &Header, key: &Key, sink: &mut dyn Sink) -> Result<Replayed, ReplayError> {
-    let eof = storage.len().map_err(ReplayError::Io)?;
+    // What can be read, not the recorded size: a stick pulled mid-write may claim more.
+    let eof = storage.readable_len().map_err(ReplayError::Io)?;
     let read = |offset: u64, buf: &mut [u8]| storage.read_exact_at(offset, buf);
     let data = |offset: u64| storage.data_after(offset);
     replay_with(&read, &data, eof, header, key, sink, read_ahead_for(header, eof))

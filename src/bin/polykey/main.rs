@@ -216,21 +216,6 @@ fn json_array(out: &mut impl Write, items: impl Iterator<Item = serde_json::Valu
     out.write_all(b"]\n")
 }
 
-/// Formats Unix seconds as ISO 8601 UTC (civil-from-days, Howard Hinnant's algorithm).
-fn iso8601(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
-}
-
 /// Sends `req` to the mount daemon of the node at `path`, if it is mounted.
 pub(crate) fn through_daemon(path: &std::path::Path, req: &Request) -> Option<Result<Response, Failure>> {
     let answer = runtime::call(path, req)?;
@@ -258,6 +243,10 @@ impl<'g> Session<'g> {
     fn call(&mut self, req: Request, access: Access) -> Result<Response, Failure> {
         if self.node.is_none() {
             if let Some(answer) = through_daemon(&self.path, &req) {
+                // A failure says what went wrong itself; a success may hide that nothing is written.
+                if answer.is_ok() {
+                    mount::warn_if_unhealthy(self.g, &self.path);
+                }
                 return answer;
             }
         }
@@ -334,7 +323,7 @@ fn put_interactive(g: &Global, repo: Name, secret: Name, force: bool) -> CliResu
 fn print(g: &Global, resp: Response) -> CliResult {
     let mut out = io::BufWriter::new(io::stdout().lock());
     match resp {
-        Response::Done | Response::Mounted(..) | Response::Failed(..) => {}
+        Response::Done | Response::Mounted(..) | Response::Failed(..) | Response::Health(_) => {}
         Response::Count(n) => {
             if !g.quiet {
                 eprintln!("polykey: {n} secret{} stored", if n == 1 { "" } else { "s" });
@@ -359,13 +348,14 @@ fn print(g: &Global, resp: Response) -> CliResult {
         }
         Response::Data(d) => out.write_all(&d)?,
         Response::Log(entries) if g.json => {
-            let items =
-                entries.iter().map(|e| serde_json::json!({ "id": e.id.to_string(), "time": iso8601(e.time), "message": e.message }));
+            let items = entries
+                .iter()
+                .map(|e| serde_json::json!({ "id": e.id.to_string(), "time": runtime::iso8601(e.time), "message": e.message }));
             json_array(&mut out, items)?;
         }
         Response::Log(entries) => {
             for e in &entries {
-                writeln!(out, "{} {} {}", e.id, iso8601(e.time), e.message)?;
+                writeln!(out, "{} {} {}", e.id, runtime::iso8601(e.time), e.message)?;
             }
         }
     }
@@ -503,8 +493,8 @@ fn run(cli: Cli) -> CliResult {
 mod tests {
     #[test]
     fn iso8601_formats_known_instants() {
-        assert_eq!(super::iso8601(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::iso8601(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(super::iso8601(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(polykey::runtime::iso8601(0), "1970-01-01T00:00:00Z");
+        assert_eq!(polykey::runtime::iso8601(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(polykey::runtime::iso8601(951_782_400), "2000-02-29T00:00:00Z");
     }
 }

@@ -6,7 +6,7 @@
 
 use crate::cli::Global;
 use crate::{sources, Failure, EXIT_FAILURE, EXIT_USAGE};
-use polykey::control::{Request, Response};
+use polykey::control::{Health, Request, Response};
 use polykey::mounts;
 use polykey::runtime::{self, MountRecord};
 use polykey::{password, Passphrase};
@@ -257,19 +257,96 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     done()
 }
 
+/// How the daemon holding `node` is doing, or why it cannot say.
+pub fn health(node: &Path) -> Result<Health, String> {
+    match runtime::call(node, &Request::Status) {
+        Some(Ok(Response::Health(h))) => Ok(h),
+        Some(Ok(_)) => Err("unexpected answer from the mount daemon".into()),
+        Some(Err(e)) => Err(format!("the mount daemon does not answer: {e}")),
+        None => Err("the mount daemon does not answer".into()),
+    }
+}
+
+/// One line for a user: how a mount is doing.
+pub fn describe_health(h: &Health) -> String {
+    let mut s = match h.failing_since {
+        None => "writing fine".to_owned(),
+        Some(t) => format!(
+            "CANNOT WRITE since {}: {}; {} save{} waiting",
+            runtime::iso8601(t as i64),
+            h.error,
+            h.waiting,
+            if h.waiting == 1 { "" } else { "s" }
+        ),
+    };
+    if let Some(r) = &h.rescued {
+        s.push_str(&format!("; the node's path leads to another file, so everything is saved in {}", r.display()));
+    }
+    s
+}
+
+/// Prints one warning line when the daemon that just ran a command for `node` cannot write it
+/// (or writes a rescue file instead).
+pub fn warn_if_unhealthy(g: &Global, node: &Path) {
+    if g.quiet {
+        return;
+    }
+    if let Ok(h) = health(node) {
+        if !h.ok() || h.rescued.is_some() {
+            eprintln!("polykey: warning: the mount of {}: {} (see `polykey status`)", node.display(), describe_health(&h));
+        }
+    }
+}
+
 pub fn status(g: &Global) -> Result<(), Failure> {
     let records = runtime::list().map_err(|e| fail(format!("cannot read the runtime folder: {e}")))?;
+    let healths: Vec<_> = records.iter().map(|r| health(&r.node)).collect();
     let mut out = std::io::stdout().lock();
     if g.json {
         let v: Vec<_> = records
             .iter()
-            .map(|r| serde_json::json!({ "node": r.node.to_string_lossy(), "mountpoint": r.mountpoint.to_string_lossy(), "pid": r.pid }))
+            .zip(&healths)
+            .map(|(r, h)| {
+                let mut m =
+                    serde_json::json!({ "node": r.node.to_string_lossy(), "mountpoint": r.mountpoint.to_string_lossy(), "pid": r.pid });
+                match h {
+                    Ok(h) => {
+                        m["writing"] = h.ok().into();
+                        m["failing_since"] = h.failing_since.map(|t| runtime::iso8601(t as i64)).into();
+                        m["error"] = (!h.ok()).then(|| h.error.clone()).into();
+                        m["waiting"] = h.waiting.into();
+                        m["log"] = h.log.to_string_lossy().into();
+                        m["rescued"] = h.rescued.as_ref().map(|r| r.to_string_lossy().into_owned()).into();
+                    }
+                    Err(e) => {
+                        m["writing"] = false.into();
+                        m["error"] = e.clone().into();
+                    }
+                }
+                m
+            })
             .collect();
         writeln!(out, "{}", serde_json::Value::Array(v))?;
+    } else if records.is_empty() {
+        writeln!(out, "no node is mounted")?;
     } else {
-        for r in &records {
+        for (r, h) in records.iter().zip(&healths) {
             writeln!(out, "{} on {} (process {})", r.node.display(), r.mountpoint.display(), r.pid)?;
+            match h {
+                Ok(h) => {
+                    writeln!(out, "  {}", describe_health(h))?;
+                    writeln!(out, "  log: {}", h.log.display())?;
+                }
+                Err(e) => writeln!(out, "  {e}")?,
+            }
         }
+    }
+    out.flush()?;
+    let failing = healths.iter().filter(|h| !h.as_ref().is_ok_and(Health::ok)).count();
+    if failing > 0 {
+        let what =
+            if failing == 1 { "a mount cannot write its node".to_owned() } else { format!("{failing} mounts cannot write their nodes") };
+        return Err(fail(format!("{what} (see above)")));
     }
     Ok(())
 }

@@ -79,7 +79,7 @@ fn recipe(u: &mut Unstructured<'_>) -> Result<()> {
     let back = Request::decode(body(&req.encode())).expect("an encoded request decodes");
     assert_eq!(show_request(&back), show_request(&req));
     let n = u.int_in_range(0..=3)?;
-    let resp = match u.int_in_range(0..=7)? {
+    let resp = match u.int_in_range(0..=8)? {
         0 => Response::Done,
         1 => Response::Names((0..n).map(|_| name(u, TagEntry)).collect::<Result<Vec<_>>>()?.iter().collect()),
         2 => Response::Entries((0..n).map(|_| Ok((name(u, TagEntry)?, name(u, Repo)?, name(u, Secret)?))).collect::<Result<_>>()?),
@@ -95,6 +95,17 @@ fn recipe(u: &mut Unstructured<'_>) -> Result<()> {
         ),
         6 => Response::Count(u.arbitrary()?),
         5 => Response::Mounted(u.arbitrary()?, bytes(u, 64)?.to_vec(), bytes(u, 64)?.to_vec()),
+        7 => {
+            let path =
+                |u: &mut Unstructured| -> Result<std::path::PathBuf> { Ok(String::from_utf8_lossy(bytes(u, 64)?).into_owned().into()) };
+            Response::Health(polykey::control::Health {
+                log: path(u)?,
+                failing_since: u.arbitrary()?,
+                error: String::from_utf8_lossy(bytes(u, 64)?).into_owned(),
+                waiting: u.arbitrary()?,
+                rescued: if u.arbitrary()? { Some(path(u)?).filter(|p| !p.as_os_str().is_empty()) } else { None },
+            })
+        }
         _ => Response::Failed(String::from_utf8_lossy(bytes(u, 64)?).into_owned(), u.arbitrary()?),
     };
     let back = Response::decode(body(&resp.encode())).expect("an encoded response decodes");
