@@ -149,7 +149,8 @@ fn mount_refuses_a_mountpoint_that_already_has_a_mount_on_it() {
     assert!(err.contains("already has a mount on it"), "{err}");
     assert!(err.contains(&m.node.path.display().to_string()) && err.contains(&pid.to_string()), "name what is mounted there: {err}");
     assert_eq!(fs::read(m.p("repos/a/x")).unwrap(), b"first", "the first mount is untouched");
-    assert_eq!(run(m.cli().arg("status")).stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count(), 1);
+    let status: serde_json::Value = serde_json::from_slice(&run(m.cli().args(["--json", "status"])).stdout).unwrap();
+    assert_eq!(status.as_array().map(Vec::len), Some(1), "one mount: {status}");
 }
 
 /// `polykey-mountd` started by hand for `node` at `mnt` (as an older polykey, or a race
