@@ -376,7 +376,17 @@ fn one_commit_per_change(cli: &dyn Fn() -> Command, commits: &dyn Fn() -> usize,
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(get("r/s"), b"new value\n");
     assert_eq!(commits(), before + 1, "a saved change is exactly one commit");
-    // Quitting without a change: none.
+    // A secret without a final newline (a password from `put`) keeps its bytes: vim would add one.
+    let mut put = cli();
+    put.args(["put", "r/pw"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::null());
+    let mut child = put.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"s3cret").unwrap();
+    assert!(child.wait().unwrap().success());
+    let o = edit(cli(), home, &vim_editor(home, ":s/3/e/\n:wq\n"), "r/pw");
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(get("r/pw"), b"secret", "editing added a final newline");
+    let before = before + 2; // The put and the edit of r/pw.
+                             // Quitting without a change: none.
     let o = edit(cli(), home, &vim_editor(home, ":q\n"), "r/s");
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("unchanged"), "{}", text(&o));

@@ -273,3 +273,18 @@ impl Drop for Cover {
         }
     }
 }
+
+#[test]
+fn mount_on_a_folder_that_is_not_empty_warns_that_its_files_are_hidden() {
+    let Some(mut s) = Scene::new() else { return };
+    let mnt = s.node.dir.path().join("full");
+    fs::create_dir(&mnt).unwrap();
+    fs::write(mnt.join("x"), b"kept").unwrap();
+    let o = s.mount(&mnt);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains(&format!("mountpoint {} is not empty", mnt.display())), "{}", stderr(&o));
+    assert!(!mnt.join("x").exists(), "hidden while mounted");
+    let o = run(s.cli().arg("unmount").arg(&mnt));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(fs::read(mnt.join("x")).unwrap(), b"kept", "back after the unmount");
+}

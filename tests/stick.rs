@@ -488,7 +488,8 @@ fn a_node_file_replaced_while_mounted_is_left_alone_and_a_rescue_file_holds_ever
     assert_eq!(rescue_files(&m.node.path), vec![rescue.clone()]);
     write_and_fsync(&m, "repos/r/d", b"four").unwrap();
     let (code, text, _) = status(&m);
-    assert_eq!(code, Some(0), "the mount writes fine, to the rescue file: {text}");
+    assert_eq!(code, Some(1), "the mount writes to the rescue file, which needs the user: {text}");
+    assert!(text.contains("NOT AT THE NODE'S PATH"), "{text}");
     assert!(text.contains(&rescue.display().to_string()), "status names the rescue file: {text}");
     let err = stderr(&run(m.cli().args(["ls", "r"])));
     assert!(err.starts_with("polykey: warning:") && err.contains(&rescue.display().to_string()) && err.lines().count() == 1, "{err}");

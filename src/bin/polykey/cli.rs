@@ -145,7 +145,8 @@ pub enum Cmd {
     },
     /// Mount the node at MOUNTPOINT; returns once the mount is ready
     Mount {
-        /// An existing, empty folder
+        /// The folder to mount on (created, 0700, if it does not exist; what it holds is hidden
+        /// while mounted)
         mountpoint: PathBuf,
         /// Stay attached and log to stderr
         #[arg(long)]

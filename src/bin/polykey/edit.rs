@@ -30,12 +30,14 @@ enum Family {
 
 /// vim/neovim settings that keep the buffer off the disk. Given twice: with `--cmd` (before
 /// the vimrc, so nothing is created while loading) and with `-c` (after it, so a vimrc cannot
-/// turn them back on). `viminfo` is an alias of neovim's `shada`.
-const VIM_SETTINGS: &str = "set noswapfile nobackup nowritebackup noundofile viminfo= backupcopy=yes";
+/// turn them back on). `viminfo` is an alias of neovim's `shada`. `nofixendofline`: a secret
+/// stored without a final newline (a password) keeps its bytes; vim would add one.
+const VIM_SETTINGS: &str = "set noswapfile nobackup nowritebackup noundofile viminfo= backupcopy=yes nofixendofline";
 
-/// Emacs settings, evaluated after the init file and before the secret is visited.
+/// Emacs settings, evaluated after the init file and before the secret is visited (no final
+/// newline added either: a password keeps its bytes).
 const EMACS_SETTINGS: &str = "(progn (setq make-backup-files nil backup-inhibited t auto-save-default nil \
-     create-lockfiles nil auto-save-list-file-prefix nil) \
+     create-lockfiles nil auto-save-list-file-prefix nil require-final-newline nil mode-require-final-newline nil) \
      (dolist (m '(recentf-mode savehist-mode desktop-save-mode)) (when (and (fboundp m) (boundp m) (symbol-value m)) (funcall m -1))))";
 
 impl Family {
@@ -70,8 +72,9 @@ impl Family {
             // -n: no swap file; -i NONE: no viminfo/shada file read or written.
             Family::Vim => vec!["-n", "-i", "NONE", "--cmd", VIM_SETTINGS, "-c", VIM_SETTINGS],
             // Ignore every nanorc (Debian's /etc/nanorc sets historylog); nano's own defaults
-            // keep no search history, no position log and no backups.
-            Family::Nano => vec!["--ignorercfiles"],
+            // keep no search history, no position log and no backups. --nonewlines: a secret
+            // stored without a final newline (a password) keeps its bytes.
+            Family::Nano => vec!["--ignorercfiles", "--nonewlines"],
             Family::Emacs => vec!["--eval", EMACS_SETTINGS],
             Family::Other => Vec::new(),
         }

@@ -51,7 +51,16 @@ pub fn mount(g: &Global, node: &Path, mountpoint: &Path, foreground: bool, lock_
         return Err(fail(format!("mountpoint {} already has a mount on it: {}", mountpoint.display(), describe(&top, &records))));
     }
     let create = match std::fs::metadata(mountpoint) {
-        Ok(m) if m.is_dir() => false,
+        Ok(m) if m.is_dir() => {
+            // Allowed (FUSE mounts over anything), but what is there disappears until the unmount.
+            if !g.quiet && std::fs::read_dir(mountpoint).is_ok_and(|mut d| d.next().is_some()) {
+                eprintln!(
+                    "polykey: warning: mountpoint {} is not empty; its files are hidden while the node is mounted",
+                    mountpoint.display()
+                );
+            }
+            false
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
         _ => return Err(fail(format!("mountpoint {} is not a folder", mountpoint.display()))),
     };
@@ -270,6 +279,7 @@ pub fn health(node: &Path) -> Result<Health, String> {
 /// One line for a user: how a mount is doing.
 pub fn describe_health(h: &Health) -> String {
     let mut s = match h.failing_since {
+        None if h.rescued.is_some() => "NOT AT THE NODE'S PATH".to_owned(),
         None => "writing fine".to_owned(),
         Some(t) => format!(
             "CANNOT WRITE since {}: {}; {} save{} waiting",
@@ -347,6 +357,12 @@ pub fn status(g: &Global) -> Result<(), Failure> {
         let what =
             if failing == 1 { "a mount cannot write its node".to_owned() } else { format!("{failing} mounts cannot write their nodes") };
         return Err(fail(format!("{what} (see above)")));
+    }
+    // Writing, but not where the user looks for the node: that needs the user too.
+    let rescued = healths.iter().filter(|h| h.as_ref().is_ok_and(|h| h.rescued.is_some())).count();
+    if rescued > 0 {
+        let what = if rescued == 1 { "a mount writes".to_owned() } else { format!("{rescued} mounts write") };
+        return Err(fail(format!("{what} to a rescue file, not to the node's path (see above)")));
     }
     Ok(())
 }
