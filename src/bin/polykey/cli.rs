@@ -17,7 +17,8 @@ pub struct Cli {
 #[derive(Args, Clone)]
 #[command(next_help_heading = "Global options (before or after the command)")]
 pub struct Global {
-    /// The node file [default: $XDG_DATA_HOME/polykey/default.node]
+    /// The node file [default: $XDG_DATA_HOME/polykey/default.node, else
+    /// ~/.local/share/polykey/default.node]
     #[arg(long, global = true, env = "POLYKEY_NODE", hide_env_values = true, value_name = "PATH")]
     pub node: Option<PathBuf>,
     /// Read the passphrase from FILE (one trailing newline is stripped)
@@ -32,7 +33,7 @@ pub struct Global {
     /// Open the node even if it is older than when it was last used here (a restored backup)
     #[arg(long, global = true)]
     pub accept_rollback: bool,
-    /// Print lists as JSON arrays of objects
+    /// Print lists (and `status`) as JSON arrays of objects
     #[arg(long, global = true)]
     pub json: bool,
     /// Print nothing but the requested output
@@ -91,7 +92,7 @@ pub enum Cmd {
         #[arg(short = 'r', long)]
         recursive: bool,
         /// The secret to remove, `REPO/SECRET` (with -r: the repository, `REPO`)
-        #[arg(value_name = "REPO/SECRET")]
+        #[arg(value_name = "REPO/SECRET|REPO")]
         path: OsString,
     },
     /// Rename REPO/SECRET to REPO/NEW; tag entries follow
@@ -160,7 +161,8 @@ pub enum Cmd {
         /// Where the node is mounted
         mountpoint: PathBuf,
     },
-    /// Show which nodes are mounted where, by which process
+    /// Show which nodes are mounted where, by which process, and whether each can write its
+    /// node (exit 1 when one cannot, or writes a rescue file instead)
     Status,
 }
 
