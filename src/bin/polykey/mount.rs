@@ -342,6 +342,10 @@ pub fn status(g: &Global) -> Result<(), Failure> {
     } else {
         for (r, h) in records.iter().zip(&healths) {
             writeln!(out, "{} on {} (process {})", r.node.display(), r.mountpoint.display(), r.pid)?;
+            // An unmount detaches at once, but the daemon lives on while files stay open.
+            if mounts::top(&r.mountpoint).is_none() {
+                writeln!(out, "  unmounted; the daemon ends once the files still open in it are closed")?;
+            }
             match h {
                 Ok(h) => {
                     writeln!(out, "  {}", describe_health(h))?;
