@@ -381,7 +381,9 @@ impl Tmux {
             None => Command::new("tmux"),
         };
         c.arg("-S").arg(&self.sock).arg("-f").arg("/dev/null");
-        c.env("HOME", &self.home).env("TMPDIR", self.home.join("tmp")).env("TERM", "xterm").env_remove("TMUX");
+        // tmux runs the pane's command with $SHELL, or else the login shell from passwd, which
+        // for the test user is nologin: name a real shell (CI runs with no $SHELL).
+        c.env("HOME", &self.home).env("TMPDIR", self.home.join("tmp")).env("TERM", "xterm").env("SHELL", "/bin/sh").env_remove("TMUX");
         c
     }
 
@@ -395,7 +397,9 @@ impl Tmux {
 
     pub fn wait_pane(&self, what: &str, step: &str) {
         if !wait_for(10, || self.pane().contains(what)) {
-            panic!("nano: waiting for {what:?} ({step}); the screen shows:\n{}", self.pane());
+            let gone = !self.run(&["has-session", "-t", "edit"]).status.success();
+            let state = if gone { " (the tmux session has ended)" } else { "" };
+            panic!("nano: waiting for {what:?} ({step}){state}; the screen shows:\n{}", self.pane());
         }
     }
 
