@@ -53,6 +53,34 @@ pub enum Request {
     Status,
     /// (Daemon only) write everything out and unmount.
     Unmount,
+    /// Sync with another node file: its path (absolute), its passphrase, the repositories
+    /// (every one when empty), and whether only the other node changes (a backup into it).
+    Sync {
+        /// The other node's file.
+        other: std::path::PathBuf,
+        /// Its passphrase.
+        pass: Passphrase,
+        /// Only these repositories (all when empty).
+        repos: Vec<Name>,
+        /// One way: only the other node changes.
+        one_way: bool,
+    },
+    /// A backup into `dest` (absolute): created under a new passphrase with these Argon2
+    /// settings (memory KiB, time cost) when `create` is given, else an existing node synced
+    /// into one way; `only` selects repositories (`REPO` or `tag:TAG`; all when empty), and a
+    /// created backup with a selection is a sub-node.
+    Backup {
+        /// The backup node's file.
+        dest: std::path::PathBuf,
+        /// Its passphrase (new when creating).
+        pass: Passphrase,
+        /// Create it with these Argon2 settings.
+        create: Option<(u32, u32)>,
+        /// `REPO` or `tag:TAG` selectors.
+        only: Vec<String>,
+    },
+    /// Unresolved conflict files, of one repository or of all.
+    Conflicts(Option<Name>),
 }
 
 /// The answer to a [`Request`].
@@ -76,6 +104,10 @@ pub enum Response {
     Failed(String, bool),
     /// How a mount is doing (the answer to [`Request::Status`]).
     Health(Health),
+    /// What a command did, a line each, for the user.
+    Report(Vec<String>),
+    /// Secrets: (repository, secret).
+    Paths(Vec<(Name, Name)>),
 }
 
 /// How a mount daemon is doing: whether it can write its node, and where its log is.
@@ -104,7 +136,15 @@ impl Request {
     /// Whether the command changes the node.
     pub fn access(&self) -> Access {
         match self {
-            Request::Ls(_) | Request::Tags(_) | Request::Get(..) | Request::Log(..) | Request::Export | Request::Status => Access::Read,
+            Request::Ls(_)
+            | Request::Tags(_)
+            | Request::Get(..)
+            | Request::Log(..)
+            | Request::Export
+            | Request::Status
+            | Request::Backup { .. }
+            | Request::Conflicts(_) => Access::Read,
+            Request::Sync { one_way: true, .. } => Access::Read,
             _ => Access::Write,
         }
     }
@@ -114,8 +154,55 @@ fn not_found(what: String) -> Error {
     Error::NotFound { what }
 }
 
+/// Opens (or, for a backup, creates) the other node a request works with, if any: done before
+/// [`execute_with`], so that the mount daemon runs Argon2 and reads the other file without
+/// holding its filesystem.
+pub fn open_peer(req: &Request) -> Result<Option<Node>> {
+    match req {
+        Request::Sync { other, pass, .. } => crate::sync::open_peer(other, pass).map(Some),
+        Request::Backup { dest, pass, create: Some((memory_kib, time_cost)), .. } => {
+            let params = crate::KdfParams { memory_kib: *memory_kib, time_cost: *time_cost, ..Default::default() };
+            Node::create(dest, pass, params).map(Some)
+        }
+        Request::Backup { dest, pass, create: None, .. } => crate::sync::open_peer(dest, pass).map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// Executes `req` on `node` (without saving: the caller saves after a write).
 pub fn execute(node: &mut Node, req: Request) -> Result<Response> {
+    let peer = open_peer(&req)?;
+    execute_with(node, req, peer)
+}
+
+/// Executes `req` on `node` with the other node [`open_peer`] opened for it (saved here:
+/// before `node`, which the caller saves).
+pub fn execute_with(node: &mut Node, req: Request, peer: Option<Node>) -> Result<Response> {
+    Ok(match (req, peer) {
+        (Request::Sync { repos, one_way, .. }, Some(mut other)) => {
+            let report = crate::sync::sync(node, &mut other, &crate::sync::Options { repos, one_way })?;
+            other.save()?;
+            crate::rollback::record(&other);
+            Response::Report(report.lines)
+        }
+        (Request::Backup { only, create, .. }, Some(mut dest)) => {
+            let selected = crate::sync::select(node, &only)?;
+            let report = if create.is_some() {
+                crate::sync::fill_backup(node, &mut dest, (!only.is_empty()).then_some(&selected[..]))?
+            } else {
+                crate::sync::sync(node, &mut dest, &crate::sync::Options { repos: selected, one_way: true })?
+            };
+            dest.save()?;
+            crate::rollback::record(&dest);
+            Response::Report(report.lines)
+        }
+        (Request::Conflicts(r), _) => Response::Paths(crate::sync::conflicts(node, r.as_ref())?),
+        (req, _) => execute_plain(node, req)?,
+    })
+}
+
+/// Executes a request that involves no other node.
+fn execute_plain(node: &mut Node, req: Request) -> Result<Response> {
     Ok(match req {
         Request::Ls(None) => Response::Names(node.state().repos.keys().collect()),
         Request::Ls(Some(r)) => Response::Names(node.secrets(&r)?.iter().collect()),
@@ -175,6 +262,7 @@ pub fn execute(node: &mut Node, req: Request) -> Result<Response> {
             Response::Count(changed as u64)
         }
         Request::Status | Request::Unmount => return Err(Error::Passphrase("this command needs the mount daemon".into())),
+        Request::Sync { .. } | Request::Backup { .. } | Request::Conflicts(_) => unreachable!("handled by execute_with"),
     })
 }
 
@@ -287,6 +375,19 @@ impl<'a> Dec<'a> {
 
 use NameKind::{Repo, Secret, Tag, TagEntry};
 
+/// A path sent over the socket: absolute (the daemon's working folder is not the caller's).
+fn path_field(b: &[u8]) -> io::Result<std::path::PathBuf> {
+    #[cfg(unix)]
+    let p = std::path::PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(b));
+    #[cfg(not(unix))]
+    let p = std::path::PathBuf::from(String::from_utf8_lossy(b).into_owned());
+    if p.is_absolute() {
+        Ok(p)
+    } else {
+        Err(bad())
+    }
+}
+
 impl Request {
     /// `items` as import requests of at most [`MAX_REQUEST_BYTES`] each (one, unless the
     /// import is larger than the largest secret).
@@ -323,6 +424,16 @@ impl Request {
             Request::Status => Enc::new(13),
             Request::Unmount => Enc::new(14),
             Request::Import(items) => items.iter().fold(Enc::new(15), |e, (r, s, d)| e.name(r).name(s).field(d)),
+            Request::Sync { other, pass, repos, one_way } => repos.iter().fold(
+                Enc::new(16).field(other.as_os_str().as_encoded_bytes()).field(pass.expose()).field(&[u8::from(*one_way)]),
+                |e, r| e.name(r),
+            ),
+            Request::Backup { dest, pass, create, only } => {
+                let kdf = create.map_or(Vec::new(), |(m, t)| [m.to_le_bytes(), t.to_le_bytes()].concat());
+                let e = Enc::new(17).field(dest.as_os_str().as_encoded_bytes()).field(pass.expose()).field(&kdf);
+                only.iter().fold(e, |e, o| e.field(o.as_bytes()))
+            }
+            Request::Conflicts(r) => Enc::new(18).opt(r),
         }
         .finish()
     }
@@ -353,6 +464,33 @@ impl Request {
                 }
                 Request::Import(items)
             }
+            16 => {
+                let other = path_field(d.field()?)?;
+                let pass = Passphrase::new(d.field()?.to_vec());
+                let one_way = d.field()? == [1];
+                let mut repos = Vec::new();
+                while !d.0.is_empty() {
+                    repos.push(d.name(Repo)?);
+                }
+                Request::Sync { other, pass, repos, one_way }
+            }
+            17 => {
+                let dest = path_field(d.field()?)?;
+                let pass = Passphrase::new(d.field()?.to_vec());
+                let create = match d.field()? {
+                    [] => None,
+                    kdf if kdf.len() == 8 => {
+                        Some((u32::from_le_bytes(kdf[..4].try_into().unwrap()), u32::from_le_bytes(kdf[4..].try_into().unwrap())))
+                    }
+                    _ => return Err(bad()),
+                };
+                let mut only = Vec::new();
+                while !d.0.is_empty() {
+                    only.push(String::from_utf8(d.field()?.to_vec()).map_err(|_| bad())?);
+                }
+                Request::Backup { dest, pass, create, only }
+            }
+            18 => Request::Conflicts(d.opt(Repo)?),
             _ => return Err(bad()),
         })
     }
@@ -378,6 +516,8 @@ impl Response {
                 .field(h.error.as_bytes())
                 .field(&h.waiting.to_le_bytes())
                 .field(h.rescued.as_ref().map_or(&[][..], |r| r.as_os_str().as_encoded_bytes())),
+            Response::Report(lines) => lines.iter().fold(Enc::new(10), |e, l| e.field(l.as_bytes())),
+            Response::Paths(ps) => ps.iter().fold(Enc::new(11), |e, (r, s)| e.name(r).name(s)),
         }
         .finish()
     }
@@ -426,6 +566,20 @@ impl Response {
                 let waiting = u64::from_le_bytes(d.field()?.try_into().map_err(|_| bad())?);
                 let rescued = Some(d.field()?).filter(|r| !r.is_empty()).map(path);
                 Response::Health(Health { log, failing_since, error, waiting, rescued })
+            }
+            10 => {
+                let mut lines = Vec::new();
+                while !d.0.is_empty() {
+                    lines.push(String::from_utf8_lossy(d.field()?).into_owned());
+                }
+                Response::Report(lines)
+            }
+            11 => {
+                let mut ps = Vec::new();
+                while !d.0.is_empty() {
+                    ps.push((d.name(Repo)?, d.name(Secret)?));
+                }
+                Response::Paths(ps)
             }
             _ => return Err(bad()),
         })

@@ -157,6 +157,9 @@ pub enum Error {
         /// The process holding it, if known (0 if not).
         pid: u32,
     },
+    /// A command was asked something it cannot do (exit status 2).
+    #[error("{0}")]
+    Usage(String),
 }
 
 fn rollback_cause(found: (u32, u64), seen: (u32, u64), damaged_at: Option<u64>) -> String {
@@ -176,6 +179,6 @@ impl Error {
 
     /// Is this a usage-class error (exit status 2 in the CLI)?
     pub fn is_usage(&self) -> bool {
-        matches!(self, Error::NoPassphraseSource | Error::InvalidName { .. } | Error::InvalidPath { .. })
+        matches!(self, Error::NoPassphraseSource | Error::InvalidName { .. } | Error::InvalidPath { .. } | Error::Usage(_))
     }
 }

@@ -41,6 +41,7 @@ pub mod error;
 pub mod export;
 pub mod format;
 pub mod git;
+pub mod merge;
 #[cfg(unix)]
 pub mod mounts;
 pub mod name;
@@ -54,6 +55,7 @@ pub mod runtime;
 pub mod secret;
 pub mod state;
 pub mod storage;
+pub mod sync;
 pub mod vfs;
 
 pub use crypto::kdf::KdfParams;

@@ -6,7 +6,7 @@
 
 use crate::crypto::kdf::KdfParams;
 use crate::error::{Error, Result};
-use crate::format::header::{Header, HeaderError, FEATURE_TREE_DELTAS};
+use crate::format::header::{Header, HeaderError, FEATURE_NODES, FEATURE_TREE_DELTAS};
 use crate::format::journal::{self, Record};
 use crate::format::log::{self, Position};
 use crate::git::{self, ObjectError};
@@ -311,20 +311,23 @@ impl Node {
         }
     }
 
-    fn corrupt(&self, e: ObjectError) -> Error {
+    pub(crate) fn corrupt(&self, e: ObjectError) -> Error {
         Error::Corrupt { node: self.path.clone(), what: e.to_string() }
     }
 
-    fn record(&mut self, record: Record) -> Result<()> {
+    pub(crate) fn record(&mut self, record: Record) -> Result<()> {
         assert_eq!(self.access, Access::Write, "write on a node opened read-only");
         if matches!(record, Record::Delta(..) | Record::Save { .. }) {
             self.pending_features |= FEATURE_TREE_DELTAS;
+        }
+        if record.needs_nodes_feature() {
+            self.pending_features |= FEATURE_NODES;
         }
         self.pending.push(&record);
         self.state.apply(record).map_err(|what| Error::Corrupt { node: self.path.clone(), what })
     }
 
-    fn repo(&self, repo: &Name) -> Result<&crate::state::Repo> {
+    pub(crate) fn repo(&self, repo: &Name) -> Result<&crate::state::Repo> {
         self.state.repos.get(repo).map(|r| &**r).ok_or_else(|| Error::NotFound { what: format!("repository {repo}") })
     }
 
@@ -360,15 +363,23 @@ impl Node {
     /// Commits `tree` as the new head of `repo` with `message` (queued).
     fn commit(&mut self, repo: &Name, tree: &git::Tree, message: &[u8], extra: Vec<(Oid, Vec<u8>)>) -> Result<Oid> {
         let parent = self.repo(repo)?.head();
-        self.commit_on(repo, tree, message, extra, parent)
+        self.commit_on(repo, tree, message, extra, parent.as_slice())
     }
 
-    /// Commits `tree` with `parent` as the new head of `repo` (queued).
-    fn commit_on(&mut self, repo: &Name, tree: &git::Tree, message: &[u8], extra: Vec<(Oid, Vec<u8>)>, parent: Option<Oid>) -> Result<Oid> {
+    /// Commits `tree` with `parents` (first parent first) as the new head of `repo` (queued).
+    pub(crate) fn commit_on(
+        &mut self,
+        repo: &Name,
+        tree: &git::Tree,
+        message: &[u8],
+        extra: Vec<(Oid, Vec<u8>)>,
+        parents: &[Oid],
+    ) -> Result<Oid> {
+        let parent = parents.first().copied();
         let tree_body = git::tree_body(tree);
         let tree_oid = Oid::hash_object(ObjectType::Tree, &tree_body).expect("hashing an in-memory buffer cannot fail");
         let time = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        let body = git::commit_body(tree_oid, parent.as_slice(), time, message);
+        let body = git::commit_body(tree_oid, parents, time, message);
         let (commit_oid, commit_z) = git::encode(ObjectType::Commit, &body);
         for (oid, z) in extra {
             self.record_object(repo, oid, z)?;
@@ -410,7 +421,7 @@ impl Node {
 
     /// Records object `oid` (good bytes `z`) in `repo` unless an intact copy is there already:
     /// writing it repairs a damaged copy or one recorded under the wrong id.
-    fn record_object(&mut self, repo: &Name, oid: Oid, mut z: Vec<u8>) -> Result<()> {
+    pub(crate) fn record_object(&mut self, repo: &Name, oid: Oid, mut z: Vec<u8>) -> Result<()> {
         if self.repo(repo)?.holds(oid, &z) {
             zeroize::Zeroize::zeroize(&mut z); // A stored block holds a secret verbatim.
             return Ok(());
@@ -483,7 +494,7 @@ impl Node {
         }
         let verb = if base.contains_key(secret) { "Update" } else { "Add" };
         let message = [verb.as_bytes(), b" ", secret.as_bytes(), b"\n"].concat();
-        Ok(Some(self.commit_on(repo, &tree, &message, vec![(blob, blob_z.to_vec())], parent)?))
+        Ok(Some(self.commit_on(repo, &tree, &message, vec![(blob, blob_z.to_vec())], parent.as_slice())?))
     }
 
     /// Stores many secrets in `repo` in one commit (bulk import), creating the repository if
@@ -528,7 +539,16 @@ impl Node {
 
     /// Removes a whole repository and every tag entry pointing into it.
     pub fn remove_repo(&mut self, repo: &Name) -> Result<()> {
-        self.repo(repo)?;
+        let r = self.repo(repo)?;
+        // Remembered (by the repository's identity, its first commit), so that a sync with a
+        // node that still holds it removes it there rather than bringing it back.
+        let removed = match r.head() {
+            Some(head) => Some((r.root().map_err(|e| self.corrupt(e))?.expect("a repository with a head has a root"), head)),
+            None => None,
+        };
+        if let Some((root, head)) = removed {
+            self.record(Record::Removed { root, head })?;
+        }
         self.record(Record::RemoveRepo(repo.clone()))
     }
 

@@ -87,6 +87,8 @@ pub struct Repo {
     /// The head tree before the head last moved: the base the new head's tree delta is
     /// usually expressed against, so that it is not rebuilt from the whole delta chain.
     prev_tree: Option<(Oid, HeadTree)>,
+    /// `merge = never`: a sync never merges this repository's secrets line by line.
+    merge_never: bool,
 }
 
 impl Repo {
@@ -105,6 +107,35 @@ impl Repo {
             self.prev_tree = Some(tree);
         }
         Ok(())
+    }
+
+    /// How object `oid` is held, if present.
+    pub fn stored(&self, oid: Oid) -> Option<Stored<'_>> {
+        self.objects.stored(&oid)
+    }
+
+    /// How a sync merges this repository's secrets changed on both sides.
+    pub fn merge_mode(&self) -> crate::merge::MergeMode {
+        if self.merge_never {
+            crate::merge::MergeMode::Never
+        } else {
+            crate::merge::MergeMode::Lines
+        }
+    }
+
+    /// The repository's identity: its root commit, reached from the head by first parents
+    /// (`None` while it has no commit). Copies, backups and syncs keep it; repositories made
+    /// separately differ.
+    pub fn root(&self) -> Result<Option<Oid>, ObjectError> {
+        let Some(mut at) = self.head else { return Ok(None) };
+        // Each step goes to an older commit: more steps than objects is a cycle.
+        for _ in 0..=self.objects.index.len() {
+            match self.commit(at)?.parents.first() {
+                Some(&p) => at = p,
+                None => return Ok(Some(at)),
+            }
+        }
+        Err(ObjectError::BadBody(at, "commit"))
     }
 
     /// Whether the object is present.
@@ -354,6 +385,12 @@ pub struct State {
     pub repos: BTreeMap<Name, Box<Repo>>,
     /// Tags by name.
     pub tags: BTreeMap<Name, Tag>,
+    /// The node's identity keys (version, Ed25519 seed, X25519 secret), once made.
+    pub identity: Option<SecretBytes>,
+    /// Removed repositories: root commit → head when removed.
+    pub removed: BTreeMap<Oid, Oid>,
+    /// Whether the node is a sub-node (takes only the repositories it holds).
+    pub partial: bool,
 }
 
 impl State {
@@ -405,6 +442,15 @@ impl State {
                 let tag = self.tags.get_mut(&t).ok_or_else(|| format!("removal in unknown tag {t:?}"))?;
                 tag.remove(&e).ok_or_else(|| format!("removal of unknown entry {e:?} in tag {t:?}"))?;
             }
+            Record::Identity(k) => self.identity = Some(Zeroizing::new(k)),
+            Record::RepoConfig(r, c) => {
+                let repo = self.repos.get_mut(&r).ok_or_else(|| missing_repo(&r))?;
+                repo.merge_never = c == b"merge = never\n";
+            }
+            Record::Removed { root, head } => {
+                self.removed.insert(root, head);
+            }
+            Record::Partial => self.partial = true,
         }
         Ok(())
     }
@@ -456,6 +502,7 @@ impl State {
             let saves = repo.saves();
             let bundled: std::collections::HashSet<Oid> = saves.values().copied().collect();
             std::iter::once(Record::Repo(name.clone()))
+                .chain(repo.merge_never.then(|| Record::RepoConfig(name.clone(), b"merge = never\n".to_vec())))
                 .chain(objects.into_iter().filter(move |(oid, _)| !bundled.contains(oid)).map(move |(oid, stored)| {
                     match (stored, saves.get(oid).and_then(|t| Some((*t, repo.objects.stored(t)?)))) {
                         (Stored::Loose(z), Some((tree, Stored::Delta(d)))) => {
@@ -475,7 +522,13 @@ impl State {
                 secret: s.clone(),
             }))
         });
-        repos.chain(tags)
+        let node = self
+            .identity
+            .iter()
+            .map(|k| Record::Identity(k.to_vec()))
+            .chain(self.partial.then_some(Record::Partial))
+            .chain(self.removed.iter().map(|(root, head)| Record::Removed { root: *root, head: *head }));
+        node.chain(repos).chain(tags)
     }
 
     /// Approximate size of a checkpoint of this state, in bytes. Walks every repository's

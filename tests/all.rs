@@ -24,6 +24,8 @@ mod rollback;
 mod roundtrip;
 mod secrecy;
 mod stick;
+mod sync;
+mod syncmodel;
 mod usage;
 mod usermount;
 mod vectors;

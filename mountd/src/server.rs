@@ -231,11 +231,17 @@ fn answer(
         }
         req => {
             shared.touch();
+            // A sync or a backup opens the other node (Argon2, reading its file) before taking
+            // the filesystem's lock, which readers of the mount wait on.
+            let peer = match control::open_peer(&req) {
+                Ok(peer) => peer,
+                Err(e) => return Response::Failed(e.to_string(), e.is_usage()),
+            };
             let mut vfs = shared.vfs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let out = if req.access() == polykey::Access::Read {
-                vfs.read_node(|node| control::execute(node, req))
+                vfs.read_node(|node| control::execute_with(node, req, peer))
             } else {
-                vfs.with_node(|node| control::execute(node, req))
+                vfs.with_node(|node| control::execute_with(node, req, peer))
             };
             let invalidations = vfs.take_invalidations();
             drop(vfs);

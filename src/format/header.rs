@@ -20,8 +20,11 @@ pub const FEATURE_TREE_DELTAS: u32 = 0x1;
 /// Required feature bit 1: the log's end after a compaction is an authenticated END frame,
 /// and the unauthenticated marker of version 1 is refused (docs/FORMAT.md, "Compaction").
 pub const FEATURE_AUTHENTICATED_END: u32 = 0x2;
+/// Required feature bit 2: records of nodes working together (identity keys, repository
+/// settings, removed repositories, the sub-node mark); set before the first of them is written.
+pub const FEATURE_NODES: u32 = 0x4;
 /// Required feature flags this build understands: any other bit is refused.
-pub const KNOWN_REQUIRED_FEATURES: u32 = FEATURE_TREE_DELTAS | FEATURE_AUTHENTICATED_END;
+pub const KNOWN_REQUIRED_FEATURES: u32 = FEATURE_TREE_DELTAS | FEATURE_AUTHENTICATED_END | FEATURE_NODES;
 /// KDF identifier: Argon2id, version 0x13.
 pub const KDF_ARGON2ID: u8 = 1;
 

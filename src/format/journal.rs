@@ -57,6 +57,39 @@ pub enum Record {
     RemoveTag(Name),
     /// `.polykey/remove` (file holding `tags/<tag>/<entry>`): the tag entry is gone.
     RemoveLink(Name, Name),
+    /// `.polykey/identity` (file, 65 bytes: version 1, Ed25519 seed, X25519 secret): the
+    /// node's identity keys; needs feature bit 0x4.
+    Identity(Vec<u8>),
+    /// `repos/<repo>/.git/polykey/config` (file, `merge = lines\n` or `merge = never\n`): the
+    /// repository's settings; needs feature bit 0x4.
+    RepoConfig(Name, Vec<u8>),
+    /// `.polykey/removed/<root hex>` (file, `<head hex>\n`): the repository whose first commit
+    /// is `root` was removed when its head was `head`; needs feature bit 0x4.
+    Removed {
+        /// The removed repository's root commit (its identity).
+        root: Oid,
+        /// Its head when it was removed.
+        head: Oid,
+    },
+    /// `.polykey/partial` (empty file): the node is a sub-node; needs feature bit 0x4.
+    Partial,
+}
+
+impl Record {
+    /// Whether the record needs feature bit 0x4 (nodes working together).
+    pub fn needs_nodes_feature(&self) -> bool {
+        matches!(self, Record::Identity(_) | Record::RepoConfig(..) | Record::Removed { .. } | Record::Partial)
+    }
+}
+
+const IDENTITY: &[u8] = b".polykey/identity";
+const PARTIAL: &[u8] = b".polykey/partial";
+/// Length of an identity record: version, Ed25519 seed, X25519 secret.
+pub const IDENTITY_BYTES: usize = 65;
+
+/// Whether `data` is a repository's settings as Polykey writes them.
+pub fn valid_config(data: &[u8]) -> bool {
+    data == b"merge = lines\n" || data == b"merge = never\n"
 }
 
 const REMOVE: &[u8] = b".polykey/remove";
@@ -235,6 +268,12 @@ impl Writer {
             Record::RemoveRepo(r) => add_file(tar, REMOVE, 0o600, 0, &path_of(&[b"repos", r.as_bytes()])),
             Record::RemoveTag(t) => add_file(tar, REMOVE, 0o600, 0, &path_of(&[b"tags", t.as_bytes()])),
             Record::RemoveLink(t, e) => add_file(tar, REMOVE, 0o600, 0, &path_of(&[b"tags", t.as_bytes(), e.as_bytes()])),
+            Record::Identity(k) => add_file(tar, IDENTITY, 0o400, 0, k),
+            Record::RepoConfig(r, c) => add_file(tar, &path_of(&[b"repos", r.as_bytes(), b".git/polykey/config"]), 0o600, 0, c),
+            Record::Removed { root, head } => {
+                add_file(tar, &path_of(&[b".polykey/removed", root.to_string().as_bytes()]), 0o600, 0, format!("{head}\n").as_bytes())
+            }
+            Record::Partial => add_file(tar, PARTIAL, 0o600, 0, b""),
         };
         written.expect("names are validated and writes go to memory");
     }
@@ -601,7 +640,7 @@ pub fn wipe_records(records: &mut Vec<Record>) {
 /// Wipes the object bytes a record holds (the only part that may be secret).
 pub fn wipe_record(record: &mut Record) {
     match record {
-        Record::Object(_, _, z) | Record::Delta(_, _, z) => z.zeroize(),
+        Record::Object(_, _, z) | Record::Delta(_, _, z) | Record::Identity(z) => z.zeroize(),
         Record::Save { commit_z, delta, .. } => {
             commit_z.zeroize();
             delta.zeroize();
@@ -617,6 +656,21 @@ fn extend_wiping(buf: &mut Zeroizing<Vec<u8>>, data: &[u8]) {
 }
 
 fn parse_file(path: &[u8], parts: &[&[u8]], data: Vec<u8>) -> Option<Record> {
+    if path == IDENTITY {
+        let mut data = data;
+        if data.len() == IDENTITY_BYTES && data[0] == 1 {
+            return Some(Record::Identity(data));
+        }
+        data.zeroize();
+        return None;
+    }
+    if path == PARTIAL {
+        return data.is_empty().then_some(Record::Partial);
+    }
+    if let Some(root) = path.strip_prefix(b".polykey/removed/") {
+        let head = data.strip_suffix(b"\n")?;
+        return Some(Record::Removed { root: oid_from_hex(root, &[])?, head: oid_from_hex(head, &[])? });
+    }
     if path == REMOVE {
         return match split_names(&data).as_slice() {
             [b"repos", r] => Some(Record::RemoveRepo(name(NameKind::Repo, r)?)),
@@ -641,6 +695,7 @@ fn parse_file(path: &[u8], parts: &[&[u8]], data: Vec<u8>) -> Option<Record> {
             let (r, oid) = (name(NameKind::Repo, r)?, git2::Oid::from_str(&hex).ok()?);
             Some(if *dir == b"objects" { Record::Object(r, oid, data) } else { Record::Delta(r, oid, data) })
         }
+        [b"repos", r, b".git", b"polykey", b"config"] if valid_config(&data) => Some(Record::RepoConfig(name(NameKind::Repo, r)?, data)),
         [b"repos", r, b".git", b"refs", b"heads", b"main"] => {
             let hex = std::str::from_utf8(data.strip_suffix(b"\n")?).ok()?;
             if hex.len() != 40 {

@@ -164,6 +164,35 @@ pub enum Cmd {
     /// Show which nodes are mounted where, by which process, and whether each can write its
     /// node (exit 1 when one cannot, or writes a rescue file instead)
     Status,
+    /// Merge both ways with another node file: every repository (or each REPO) ends with the
+    /// same history on both
+    Sync {
+        /// The other node's file
+        other: PathBuf,
+        /// Only these repositories (names on either node)
+        repos: Vec<OsString>,
+        /// Read the other node's passphrase from FILE
+        #[arg(long, env = "POLYKEY_OTHER_PASSWORD_FILE", hide_env_values = true, value_name = "FILE")]
+        other_password_file: Option<PathBuf>,
+    },
+    /// Create DEST as a backup node (new passphrase as for init), or sync into an existing DEST
+    /// one way; with --only, DEST is a sub-node holding just those repositories
+    Backup {
+        /// The backup node's file
+        dest: PathBuf,
+        /// Only REPO, or every repository TAG points into (`tag:TAG`); repeatable
+        #[arg(long, value_name = "REPO|tag:TAG", num_args = 1)]
+        only: Vec<String>,
+        /// Read the existing backup node's passphrase from FILE
+        #[arg(long, env = "POLYKEY_OTHER_PASSWORD_FILE", hide_env_values = true, value_name = "FILE")]
+        other_password_file: Option<PathBuf>,
+    },
+    /// List unresolved conflict files (SECRET.conflict-PEER beside SECRET), of REPO or all;
+    /// removing one resolves it
+    Conflicts {
+        /// Only this repository
+        repo: Option<OsString>,
+    },
 }
 
 /// The command line as parsed: every subcommand accepts the global options, but only the

@@ -4,6 +4,7 @@ mod cli;
 mod edit;
 mod import;
 mod mount;
+mod together;
 
 use cli::{Cli, Cmd, Global};
 use polykey::control::{self, Request, Response};
@@ -36,7 +37,7 @@ impl From<io::Error> for Failure {
     }
 }
 
-type CliResult = Result<(), Failure>;
+pub(crate) type CliResult = Result<(), Failure>;
 
 fn main() -> ExitCode {
     // Decrypted secrets pass through this process's memory: no core dump, no same-user ptrace.
@@ -118,7 +119,7 @@ pub(crate) fn sources(g: &Global) -> Sources {
     }
 }
 
-fn kdf(g: &Global) -> KdfParams {
+pub(crate) fn kdf(g: &Global) -> KdfParams {
     let mut p = KdfParams::default();
     if let Some(m) = g.kdf_memory_kib {
         p.memory_kib = m;
@@ -185,7 +186,7 @@ pub(crate) fn open(g: &Global, access: Access) -> Result<Node, Failure> {
     Ok(node)
 }
 
-fn new_passphrase(g: &Global, init: bool) -> Result<Passphrase, Failure> {
+pub(crate) fn new_passphrase(g: &Global, init: bool) -> Result<Passphrase, Failure> {
     if let Some(f) = &g.new_password_file {
         return Ok(password::from_file(f)?);
     }
@@ -265,7 +266,7 @@ impl<'g> Session<'g> {
 }
 
 /// Runs one node command (see [`Session`]).
-fn dispatch(g: &Global, req: Request) -> Result<Response, Failure> {
+pub(crate) fn dispatch(g: &Global, req: Request) -> Result<Response, Failure> {
     let access = req.access();
     Session::new(g)?.call(req, access)
 }
@@ -320,10 +321,25 @@ fn put_interactive(g: &Global, repo: Name, secret: Name, force: bool) -> CliResu
 }
 
 /// Prints a command's answer as text or JSON.
-fn print(g: &Global, resp: Response) -> CliResult {
+pub(crate) fn print(g: &Global, resp: Response) -> CliResult {
     let mut out = io::BufWriter::new(io::stdout().lock());
     match resp {
         Response::Done | Response::Mounted(..) | Response::Failed(..) | Response::Health(_) => {}
+        Response::Report(lines) => {
+            if !g.quiet {
+                for l in lines {
+                    eprintln!("polykey: {l}");
+                }
+            }
+        }
+        Response::Paths(ps) if g.json => {
+            json_array(&mut out, ps.iter().map(|(r, s)| serde_json::json!({ "repo": r.display(), "secret": s.display() })))?;
+        }
+        Response::Paths(ps) => {
+            for (r, s) in ps {
+                out_line(&mut out, &[r.as_bytes(), b"/", s.as_bytes()])?;
+            }
+        }
         Response::Count(n) => {
             if !g.quiet {
                 eprintln!("polykey: {n} secret{} stored", if n == 1 { "" } else { "s" });
@@ -474,6 +490,12 @@ fn run(cli: Cli) -> CliResult {
         }
         Cmd::Log { path, secret } => Request::Log(name(NameKind::Repo, &path)?, secret.map(|s| name(NameKind::Secret, &s)).transpose()?),
         Cmd::Import { source } => return import_all(g, import::read(&source)?),
+        Cmd::Sync { other, repos, other_password_file } => {
+            let repos = repos.iter().map(|r| name(NameKind::Repo, r)).collect::<Result<Vec<_>, _>>()?;
+            return together::sync(g, &other, repos, other_password_file.as_deref());
+        }
+        Cmd::Backup { dest, only, other_password_file } => return together::backup(g, &dest, only, other_password_file.as_deref()),
+        Cmd::Conflicts { repo } => Request::Conflicts(repo.map(|r| name(NameKind::Repo, &r)).transpose()?),
         Cmd::Export { output: Some(file) } => return export_to(g, &file),
         Cmd::Export { output: None } => {
             if io::stdout().is_terminal() {
