@@ -226,3 +226,118 @@ pub fn merge_base(repo: &Repo, a: Oid, b: Oid) -> Result<Option<Oid>, ObjectErro
     }
     Ok(best.map(|(_, c)| c))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    fn n(s: &str) -> Name {
+        Name::new(NameKind::Secret, s.as_bytes()).unwrap()
+    }
+
+    /// Trees over an in-memory blob store.
+    struct Blobs(std::cell::RefCell<HashMap<Oid, Vec<u8>>>);
+
+    impl Blobs {
+        fn new() -> Self {
+            Blobs(Default::default())
+        }
+        fn tree(&self, items: &[(&str, &[u8])]) -> Tree {
+            items.iter().map(|(k, v)| (n(k), self.put(v))).collect()
+        }
+        fn put(&self, v: &[u8]) -> Oid {
+            let id = Oid::hash_object(ObjectType::Blob, v).unwrap();
+            self.0.borrow_mut().insert(id, v.to_vec());
+            id
+        }
+        fn get(&self, id: Oid) -> Vec<u8> {
+            self.0.borrow()[&id].clone()
+        }
+        fn merge(&self, b: &Tree, o: &Tree, t: &Tree, mode: MergeMode) -> Merged {
+            let read = |id: Oid| Ok(Zeroizing::new(self.get(id)));
+            let m = merge_trees(b, o, t, &read, mode, "peer").unwrap();
+            for (id, z) in &m.blobs {
+                let body = git::decode(*id, z, ObjectType::Blob).unwrap();
+                self.0.borrow_mut().insert(*id, body.to_vec());
+            }
+            m
+        }
+    }
+
+    #[test]
+    fn the_contract_rules() {
+        let s = Blobs::new();
+        let env = b"A=1\nB=2\nC=3\nD=4\n";
+        let base = s.tree(&[("env", env), ("bin", b"\0x"), ("gone", b"g"), ("kept", b"k"), ("same", b"s")]);
+        let ours = s.tree(&[("env", b"A=9\nB=2\nC=3\nD=4\n"), ("bin", b"\0o"), ("kept", b"k2"), ("same", b"s"), ("new", b"n1")]);
+        let theirs = s.tree(&[("env", b"A=1\nB=2\nC=3\nD=8\n"), ("bin", b"\0t"), ("gone", b"g"), ("same", b"s"), ("new", b"n2")]);
+        let m = s.merge(&base, &ours, &theirs, MergeMode::Lines);
+        let got = |k: &str| m.tree.get(&n(k)).map(|id| s.get(*id));
+        assert_eq!(got("env").unwrap(), b"A=9\nB=2\nC=3\nD=8\n");
+        assert_eq!(got("bin").unwrap(), b"\0o");
+        assert_eq!(got("bin.conflict-peer").unwrap(), b"\0t");
+        assert_eq!(got("gone"), None, "removed here, unchanged there: removed");
+        assert_eq!(got("kept").unwrap(), b"k2", "changed here, removed there: the change is kept");
+        assert_eq!(got("new").unwrap(), b"n1");
+        assert_eq!(got("new.conflict-peer").unwrap(), b"n2", "added on both sides: a conflict");
+        assert_eq!(m.conflicts, [n("bin.conflict-peer"), n("new.conflict-peer")]);
+        // merge never: the text conflicts too.
+        let m = s.merge(&base, &ours, &theirs, MergeMode::Never);
+        assert!(m.tree.contains_key(&n("env.conflict-peer")));
+        // The same line: a conflict, and no markers anywhere.
+        let ours = s.tree(&[("env", b"A=9\nB=2\nC=3\nD=4\n")]);
+        let theirs = s.tree(&[("env", b"A=7\nB=2\nC=3\nD=4\n")]);
+        let m = s.merge(&s.tree(&[("env", env)]), &ours, &theirs, MergeMode::Lines);
+        assert_eq!(m.conflicts, [n("env.conflict-peer")]);
+        assert!(m.tree.values().all(|id| !s.get(*id).windows(7).any(|w| w == b"<<<<<<<")));
+    }
+
+    #[test]
+    fn conflict_names_skip_taken_names_and_fit_255_bytes() {
+        let s = Blobs::new();
+        let taken = s.tree(&[("x.conflict-peer", b"other")]);
+        assert_eq!(conflict_name(&taken, &n("x"), "peer", s.put(b"new")), n("x.conflict-peer-2"));
+        assert_eq!(conflict_name(&taken, &n("x"), "peer", s.put(b"other")), n("x.conflict-peer"), "met again");
+        let long = "é".repeat(127);
+        let c = conflict_name(&Tree::new(), &n(&long), "peer", s.put(b"v"));
+        assert!(c.as_bytes().len() <= 255 && std::str::from_utf8(c.as_bytes()).unwrap().ends_with(".conflict-peer"));
+        assert_eq!(peer_label("my stick/../x"), "my_stick_.._x");
+        assert_eq!(peer_label(".."), "peer");
+    }
+
+    fn tree_strategy() -> impl Strategy<Value = Vec<(u8, Option<u8>)>> {
+        proptest::collection::vec((0u8..6, proptest::option::of(0u8..4)), 0..6)
+    }
+
+    proptest! {
+        /// No loss: every value either side changed is in the merged tree (under its name or
+        /// a conflict name) unless a clean line merge took it in; merging is deterministic;
+        /// merging a tree with itself changes nothing.
+        #[test]
+        fn merges_lose_nothing_and_are_deterministic(b in tree_strategy(), o in tree_strategy(), t in tree_strategy()) {
+            let s = Blobs::new();
+            let value = |k: u8, v: u8| format!("line0\nk{k}\nv{v}\nline3\n").into_bytes();
+            let make = |items: &[(u8, Option<u8>)]| -> Tree {
+                items.iter().filter_map(|(k, v)| v.map(|v| (n(&format!("s{k}")), s.put(&value(*k, v))))).collect()
+            };
+            let (base, ours, theirs) = (make(&b), make(&o), make(&t));
+            let m = s.merge(&base, &ours, &theirs, MergeMode::Lines);
+            let kept: HashSet<Oid> = m.tree.values().copied().collect();
+            let line_merged: HashSet<Oid> = m.blobs.iter().map(|(id, _)| *id).collect();
+            for side in [&ours, &theirs] {
+                for (name, id) in side {
+                    if base.get(name) != Some(id) {
+                        let merged_in = m.tree.get(name).is_some_and(|m| line_merged.contains(m));
+                        prop_assert!(kept.contains(id) || merged_in, "{name}: a changed value is lost");
+                    }
+                }
+            }
+            prop_assert!(!m.tree.values().any(|id| s.get(*id).windows(7).any(|w| w == b"<<<<<<<")));
+            let again = s.merge(&base, &ours, &theirs, MergeMode::Lines);
+            prop_assert_eq!(&again.tree, &m.tree);
+            prop_assert_eq!(&s.merge(&base, &ours, &ours, MergeMode::Lines).tree, &ours);
+        }
+    }
+}
