@@ -81,6 +81,8 @@ pub enum Request {
     },
     /// Unresolved conflict files, of one repository or of all.
     Conflicts(Option<Name>),
+    /// A repository's settings: shown, or its merge mode set.
+    Config(Name, Option<crate::merge::MergeMode>),
 }
 
 /// The answer to a [`Request`].
@@ -143,7 +145,8 @@ impl Request {
             | Request::Export
             | Request::Status
             | Request::Backup { .. }
-            | Request::Conflicts(_) => Access::Read,
+            | Request::Conflicts(_)
+            | Request::Config(_, None) => Access::Read,
             Request::Sync { one_way: true, .. } => Access::Read,
             _ => Access::Write,
         }
@@ -263,6 +266,11 @@ fn execute_plain(node: &mut Node, req: Request) -> Result<Response> {
         }
         Request::Status | Request::Unmount => return Err(Error::Passphrase("this command needs the mount daemon".into())),
         Request::Sync { .. } | Request::Backup { .. } | Request::Conflicts(_) => unreachable!("handled by execute_with"),
+        Request::Config(r, Some(mode)) => {
+            node.set_merge_mode(&r, mode)?;
+            Response::Done
+        }
+        Request::Config(r, None) => Response::Data(Zeroizing::new(crate::merge::config_bytes(node.repo(&r)?.merge_mode()))),
     })
 }
 
@@ -434,6 +442,11 @@ impl Request {
                 only.iter().fold(e, |e, o| e.field(o.as_bytes()))
             }
             Request::Conflicts(r) => Enc::new(18).opt(r),
+            Request::Config(r, mode) => Enc::new(19).name(r).field(match mode {
+                None => b"",
+                Some(crate::merge::MergeMode::Lines) => b"lines",
+                Some(crate::merge::MergeMode::Never) => b"never",
+            }),
         }
         .finish()
     }
@@ -491,6 +504,15 @@ impl Request {
                 Request::Backup { dest, pass, create, only }
             }
             18 => Request::Conflicts(d.opt(Repo)?),
+            19 => Request::Config(
+                d.name(Repo)?,
+                match d.field()? {
+                    b"" => None,
+                    b"lines" => Some(crate::merge::MergeMode::Lines),
+                    b"never" => Some(crate::merge::MergeMode::Never),
+                    _ => return Err(bad()),
+                },
+            ),
             _ => return Err(bad()),
         })
     }

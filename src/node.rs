@@ -674,6 +674,15 @@ impl Node {
         Ok(())
     }
 
+    /// Sets how a sync merges `repo`'s secrets changed on both sides (a record only when it
+    /// changes).
+    pub fn set_merge_mode(&mut self, repo: &Name, mode: crate::merge::MergeMode) -> Result<()> {
+        if self.repo(repo)?.merge_mode() != mode {
+            self.record(Record::RepoConfig(repo.clone(), crate::merge::config_bytes(mode)))?;
+        }
+        Ok(())
+    }
+
     /// Removes an empty tag.
     pub fn remove_tag(&mut self, tag: &Name) -> Result<()> {
         let t = self.state.tags.get(tag).ok_or_else(|| Error::NotFound { what: format!("tag {tag}") })?;

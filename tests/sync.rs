@@ -369,3 +369,33 @@ fn a_sync_killed_at_any_point_leaves_each_node_before_or_after() {
         assert_eq!(n.contents("laptop"), n.contents("stick"));
     }
 }
+
+fn required_features(path: &Path) -> u32 {
+    let b = std::fs::read(path).unwrap();
+    u32::from_le_bytes(b[12..16].try_into().unwrap())
+}
+
+/// `merge never`: shown, set, travels with a sync, and turns a line merge into a conflict.
+/// Only a node that uses these records gets feature bit 0x4 (an older polykey refuses it as
+/// needing unknown features, never as damaged: tests/hostile.rs checks that refusal).
+#[test]
+fn merge_never_makes_a_conflict_of_a_line_merge_and_sets_the_feature_bit_only_when_used() {
+    let n = laptop_and_stick();
+    assert_eq!(required_features(&n.path("laptop")) & 0x4, 0, "a node that never used them");
+    assert_eq!(required_features(&n.path("stick")) & 0x4, 0, "a plain backup");
+    assert_eq!(n.ok("laptop", &["config", "work"]).stdout, b"merge = lines\n");
+    n.ok("laptop", &["config", "work", "merge", "never"]);
+    assert_eq!(n.ok("laptop", &["config", "work"]).stdout, b"merge = never\n");
+    assert_eq!(required_features(&n.path("laptop")) & 0x4, 0x4);
+    n.put("laptop", "work/.env", b"USER=bob\nHOST=db.example\nPORT=5432\nMODE=prod\n");
+    n.put("stick", "work/.env", b"USER=alice\nHOST=db.example\nPORT=5432\nMODE=test\n");
+    n.sync("stick", "laptop", &[]);
+    assert_eq!(n.ok("stick", &["config", "work"]).stdout, b"merge = never\n", "the setting travels");
+    assert_eq!(n.lines("stick", &["conflicts"]), ["work/.env.conflict-laptop"]);
+    for bad in [&["config", "work", "merge", "sometimes"][..], &["config", "work", "merge"], &["config", "work", "colour", "red"]] {
+        let o = run(n.cli("laptop").args(bad));
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+    }
+    let o = run(n.cli("laptop").args(["config", "nosuch"]));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}

@@ -187,6 +187,18 @@ pub enum Cmd {
         #[arg(long, env = "POLYKEY_OTHER_PASSWORD_FILE", hide_env_values = true, value_name = "FILE")]
         other_password_file: Option<PathBuf>,
     },
+    /// Show REPO's settings, or set one: `polykey config REPO merge never` (a sync never merges
+    /// its secrets line by line: any secret changed on both sides becomes a conflict file)
+    Config {
+        /// The repository
+        repo: OsString,
+        /// The setting to change: `merge`
+        #[arg(value_parser = ["merge"], requires = "value")]
+        key: Option<String>,
+        /// Its value: `lines` (the default) or `never`
+        #[arg(value_parser = ["lines", "never"])]
+        value: Option<String>,
+    },
     /// List unresolved conflict files (SECRET.conflict-PEER beside SECRET), of REPO or all;
     /// removing one resolves it
     Conflicts {

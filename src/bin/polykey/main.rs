@@ -495,6 +495,10 @@ fn run(cli: Cli) -> CliResult {
             return together::sync(g, &other, repos, other_password_file.as_deref());
         }
         Cmd::Backup { dest, only, other_password_file } => return together::backup(g, &dest, only, other_password_file.as_deref()),
+        Cmd::Config { repo, key: _, value } => Request::Config(
+            name(NameKind::Repo, &repo)?,
+            value.map(|v| if v == "never" { polykey::merge::MergeMode::Never } else { polykey::merge::MergeMode::Lines }),
+        ),
         Cmd::Conflicts { repo } => Request::Conflicts(repo.map(|r| name(NameKind::Repo, &r)).transpose()?),
         Cmd::Export { output: Some(file) } => return export_to(g, &file),
         Cmd::Export { output: None } => {
