@@ -78,19 +78,7 @@ pub fn conflict_name(tree: &Tree, name: &Name, peer: &str, blob: Oid) -> Name {
     (1u32..)
         .find_map(|i| {
             let suffix = if i == 1 { format!(".conflict-{peer}") } else { format!(".conflict-{peer}-{i}") };
-            let mut base = name.as_bytes().to_vec();
-            let keep = 255usize.saturating_sub(suffix.len());
-            if base.len() > keep {
-                let mut cut = keep;
-                if std::str::from_utf8(&base).is_ok() {
-                    while !std::str::from_utf8(&base[..cut]).is_ok() {
-                        cut -= 1;
-                    }
-                }
-                base.truncate(cut);
-            }
-            base.extend_from_slice(suffix.as_bytes());
-            let n = Name::new(NameKind::Secret, &base).ok()?;
+            let n = suffixed(name, NameKind::Secret, &suffix)?;
             match tree.get(&n) {
                 None => Some(n),
                 Some(b) if *b == blob => Some(n),
@@ -98,6 +86,24 @@ pub fn conflict_name(tree: &Tree, name: &Name, peer: &str, blob: Oid) -> Name {
             }
         })
         .expect("some suffix is free")
+}
+
+/// `name` with `suffix` appended, shortened first (at a character boundary when it is text)
+/// so that the whole fits a name's 255 bytes: the suffix is never cut.
+pub fn suffixed(name: &Name, kind: NameKind, suffix: &str) -> Option<Name> {
+    let mut base = name.as_bytes().to_vec();
+    let keep = 255usize.saturating_sub(suffix.len());
+    if base.len() > keep {
+        let mut cut = keep;
+        if std::str::from_utf8(&base).is_ok() {
+            while std::str::from_utf8(&base[..cut]).is_err() {
+                cut -= 1;
+            }
+        }
+        base.truncate(cut);
+    }
+    base.extend_from_slice(suffix.as_bytes());
+    Name::new(kind, &base).ok()
 }
 
 /// Merges `ours` and `theirs`, two trees with common ancestor tree `base` (empty when the

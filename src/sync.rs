@@ -199,21 +199,7 @@ fn free_name(node: &Node, name: &Name) -> Name {
         return name.clone();
     }
     (2u32..)
-        .find_map(|i| {
-            let suffix = format!("-{i}");
-            let mut base = name.as_bytes().to_vec();
-            // Shortened at a character boundary (if text) so that the suffix fits.
-            let keep = 255 - suffix.len();
-            if base.len() > keep {
-                let mut cut = keep;
-                while cut > 0 && std::str::from_utf8(&base[..cut]).is_err() && std::str::from_utf8(&base).is_ok() {
-                    cut -= 1;
-                }
-                base.truncate(cut);
-            }
-            base.extend_from_slice(suffix.as_bytes());
-            Name::new(NameKind::Repo, &base).ok().filter(|n| !node.state().repos.contains_key(n))
-        })
+        .find_map(|i| merge::suffixed(name, NameKind::Repo, &format!("-{i}")).filter(|n| !node.state().repos.contains_key(n)))
         .expect("some suffix is free")
 }
 

@@ -47,7 +47,10 @@ fn sync_pair(dir: &std::path::Path, a: usize, b: usize) {
 
 /// Runs `ops` on `nodes` fresh nodes; returns the final tree of each node and every value
 /// written.
-fn play(nodes: usize, ops: &[Op]) -> (Vec<BTreeMap<String, Vec<u8>>>, Vec<Vec<u8>>, tempfile::TempDir) {
+/// A node's secrets of repository `r`: name → value.
+type Contents = BTreeMap<String, Vec<u8>>;
+
+fn play(nodes: usize, ops: &[Op]) -> (Vec<Contents>, Vec<Vec<u8>>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let (r, mut written) = (repo("r"), Vec::new());
     {

@@ -386,7 +386,7 @@ mod tests {
         h.version = 2;
         assert!(matches!(Header::decode(&[good, h.encode()].concat()), Err(HeaderError::Unsupported(_))));
         h.version = 1;
-        h.required_features = 4;
+        h.required_features = 8;
         assert!(matches!(Header::decode(&file(&h)), Err(HeaderError::Unsupported(_))));
         h.required_features = 0;
         h.kdf.memory_kib = u32::MAX;
