@@ -86,6 +86,9 @@ timeout "$limit" scripts/bench/baselines.sh "$out/baselines.json" "$sizes" || ec
 echo "== growth bench (one repository: import against one secret at a time)"
 timeout "$limit" scripts/bench/growth.sh | tee "$out/growth.md" || echo "(growth bench failed or timed out)"
 
+echo "== sync bench (two nodes: merge, identical, 1,000 changed)"
+timeout "$limit" scripts/bench/sync.sh | tee "$out/sync.md" || echo "(sync bench failed or timed out)"
+
 echo "== report"
 python3 scripts/bench/report.py "$out" docs/perf/latency.svg
 echo "(total $(($(date +%s) - start)) s)"
