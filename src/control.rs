@@ -83,6 +83,10 @@ pub enum Request {
     Conflicts(Option<Name>),
     /// A repository's settings: shown, or its merge mode set.
     Config(Name, Option<crate::merge::MergeMode>),
+    /// A secret as of a revision (see [`crate::history`]).
+    GetAt(Name, Name, String),
+    /// One commit restoring a secret (or the whole repository) as of a revision.
+    Revert(Name, Option<Name>, String),
 }
 
 /// The answer to a [`Request`].
@@ -146,7 +150,8 @@ impl Request {
             | Request::Status
             | Request::Backup { .. }
             | Request::Conflicts(_)
-            | Request::Config(_, None) => Access::Read,
+            | Request::Config(_, None)
+            | Request::GetAt(..) => Access::Read,
             Request::Sync { one_way: true, .. } => Access::Read,
             _ => Access::Write,
         }
@@ -269,6 +274,19 @@ fn execute_plain(node: &mut Node, req: Request) -> Result<Response> {
         Request::Config(r, Some(mode)) => {
             node.set_merge_mode(&r, mode)?;
             Response::Done
+        }
+        Request::GetAt(r, s, rev) => {
+            let at = crate::history::resolve(node, &r, Some(&s), &rev)?;
+            Response::Data(node.get_at(&r, &s, at)?)
+        }
+        Request::Revert(r, s, rev) => {
+            let at = crate::history::resolve(node, &r, s.as_ref(), &rev)?;
+            let what = s.as_ref().map_or_else(|| r.to_string(), |s| format!("{r}/{s}"));
+            if node.revert(&r, s.as_ref(), at)? {
+                Response::Report(vec![format!("{what} reverted to {rev}")])
+            } else {
+                Response::Report(vec![format!("{what} is already as it was at {rev}: nothing to do")])
+            }
         }
         Request::Config(r, None) => Response::Data(Zeroizing::new(crate::merge::config_bytes(node.repo(&r)?.merge_mode()))),
     })
@@ -442,6 +460,8 @@ impl Request {
                 only.iter().fold(e, |e, o| e.field(o.as_bytes()))
             }
             Request::Conflicts(r) => Enc::new(18).opt(r),
+            Request::GetAt(r, s, rev) => Enc::new(20).name(r).name(s).field(rev.as_bytes()),
+            Request::Revert(r, s, rev) => Enc::new(21).name(r).opt(s).field(rev.as_bytes()),
             Request::Config(r, mode) => Enc::new(19).name(r).field(match mode {
                 None => b"",
                 Some(crate::merge::MergeMode::Lines) => b"lines",
@@ -504,6 +524,8 @@ impl Request {
                 Request::Backup { dest, pass, create, only }
             }
             18 => Request::Conflicts(d.opt(Repo)?),
+            20 => Request::GetAt(d.name(Repo)?, d.name(Secret)?, String::from_utf8(d.field()?.to_vec()).map_err(|_| bad())?),
+            21 => Request::Revert(d.name(Repo)?, d.opt(Secret)?, String::from_utf8(d.field()?.to_vec()).map_err(|_| bad())?),
             19 => Request::Config(
                 d.name(Repo)?,
                 match d.field()? {

@@ -41,6 +41,7 @@ pub mod error;
 pub mod export;
 pub mod format;
 pub mod git;
+pub mod history;
 pub mod merge;
 #[cfg(unix)]
 pub mod mounts;

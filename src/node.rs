@@ -102,6 +102,11 @@ pub struct Node {
     failing: Option<(std::time::SystemTime, String)>,
 }
 
+/// A commit id as `polykey` shows it in messages: its first 12 hex digits.
+fn short(oid: Oid) -> String {
+    oid.to_string()[..12].to_owned()
+}
+
 /// How much of the log's end a reopened file must match (the last frame's tag and more).
 const TAIL_BYTES: u64 = 64;
 
@@ -672,6 +677,44 @@ impl Node {
             self.record(Record::RemoveTag(tag.clone()))?;
         }
         Ok(())
+    }
+
+    /// The content of `repo/secret` as of commit `at`.
+    pub fn get_at(&self, repo: &Name, secret: &Name, at: Oid) -> Result<SecretBytes> {
+        let r = self.repo(repo)?;
+        let tree = r.read_tree(r.commit(at).map_err(|e| self.corrupt(e))?.tree).map_err(|e| self.corrupt(e))?;
+        let oid = tree.get(secret).ok_or_else(|| Error::NotFound { what: format!("secret {repo}/{secret} at {}", short(at)) })?;
+        r.read(*oid, ObjectType::Blob).map_err(|e| self.corrupt(e))
+    }
+
+    /// Makes one commit restoring `repo/secret` (or, without `secret`, the whole repository) as
+    /// it was at commit `at`: a secret absent then is removed (with its tag entries, as
+    /// [`Node::remove`] does). History is not rewritten. Returns whether anything changed.
+    pub fn revert(&mut self, repo: &Name, secret: Option<&Name>, at: Oid) -> Result<bool> {
+        let r = self.repo(repo)?;
+        let then = r.read_tree(r.commit(at).map_err(|e| self.corrupt(e))?.tree).map_err(|e| self.corrupt(e))?;
+        let now = r.tree().map_err(|e| self.corrupt(e))?.to_tree();
+        let (tree, message) = match secret {
+            Some(s) => {
+                let mut tree = now.clone();
+                match then.get(s) {
+                    Some(blob) => tree.insert(s.clone(), *blob),
+                    None => tree.remove(s),
+                };
+                (tree, [b"Revert ", s.as_bytes(), b" to ", short(at).as_bytes(), b"\n"].concat())
+            }
+            None => (then, format!("Revert to {}\n", short(at)).into_bytes()),
+        };
+        if tree == now {
+            return Ok(false);
+        }
+        for gone in now.keys().filter(|k| !tree.contains_key(*k)) {
+            for (t, e) in self.state.links_to(repo, gone) {
+                self.record(Record::RemoveLink(t, e))?;
+            }
+        }
+        self.commit(repo, &tree, &message, Vec::new())?;
+        Ok(true)
     }
 
     /// Sets how a sync merges `repo`'s secrets changed on both sides (a record only when it

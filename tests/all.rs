@@ -12,6 +12,7 @@ mod editors;
 mod faultinjection;
 mod faults;
 mod growth;
+mod history;
 mod hostile;
 mod import;
 mod interactive;

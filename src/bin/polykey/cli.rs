@@ -73,11 +73,15 @@ pub enum Cmd {
         #[arg(short, long)]
         force: bool,
     },
-    /// Write REPO/SECRET to stdout
+    /// Write REPO/SECRET to stdout (with --at, as it was then)
     Get {
         /// The secret to print, `REPO/SECRET`
         #[arg(value_name = "REPO/SECRET")]
         path: OsString,
+        /// An older version: a commit id (or 4+ hex digits of one), @{N} (N saves ago), or a
+        /// UTC date or time (2026-12-05, "2026-12-05 10:30")
+        #[arg(long, value_name = "REV")]
+        at: Option<String>,
     },
     /// Edit REPO/SECRET in $VISUAL, else $EDITOR, else vi, with no copy on disk (created on
     /// save if new); vim, neovim, nano and emacs run with history, undo, backup and swap off
@@ -186,6 +190,16 @@ pub enum Cmd {
         /// Read the existing backup node's passphrase from FILE
         #[arg(long, env = "POLYKEY_OTHER_PASSWORD_FILE", hide_env_values = true, value_name = "FILE")]
         other_password_file: Option<PathBuf>,
+    },
+    /// Make one commit restoring REPO/SECRET (or all of REPO) as it was at REV; history is kept
+    Revert {
+        /// The secret, `REPO/SECRET`, or a whole repository, `REPO`
+        #[arg(value_name = "REPO[/SECRET]")]
+        path: OsString,
+        /// The revision: a commit id (or 4+ hex digits of one), @{N} (N saves ago), or a UTC
+        /// date or time
+        #[arg(long, value_name = "REV")]
+        to: String,
     },
     /// Show REPO's settings, or set one: `polykey config REPO merge never` (a sync never merges
     /// its secrets line by line: any secret changed on both sides becomes a conflict file)

@@ -448,10 +448,19 @@ fn run(cli: Cli) -> CliResult {
             }
             Request::Put(repo, secret, data)
         }
-        Cmd::Get { path } => {
+        Cmd::Get { path, at: None } => {
             let (repo, secret) = secret_path(&path)?;
             Request::Get(repo, secret)
         }
+        Cmd::Get { path, at: Some(rev) } => {
+            let (repo, secret) = secret_path(&path)?;
+            Request::GetAt(repo, secret, rev)
+        }
+        Cmd::Revert { path, to } if bytes(&path).contains(&b'/') => {
+            let (repo, secret) = secret_path(&path)?;
+            Request::Revert(repo, Some(secret), to)
+        }
+        Cmd::Revert { path, to } => Request::Revert(name(NameKind::Repo, &path)?, None, to),
         Cmd::Rm { recursive: true, path } => Request::RmRepo(name(NameKind::Repo, &path)?),
         Cmd::Rm { recursive: false, path } => {
             if !bytes(&path).contains(&b'/') {
