@@ -27,6 +27,9 @@ have mount.exfat-fuse || need+=(exfat-fuse)
 have hyperfine || need+=(hyperfine)
 have strace || need+=(strace)
 have mkfifo || need+=(coreutils)
+# `polykey id --age` and `--ssh` are checked against the real tools.
+have age-keygen || need+=(age)
+have ssh-keygen || need+=(openssh-client)
 
 if ((${#need[@]})); then
     echo "install-deps: installing ${need[*]}" >&2

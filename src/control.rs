@@ -87,6 +87,20 @@ pub enum Request {
     GetAt(Name, Name, String),
     /// One commit restoring a secret (or the whole repository) as of a revision.
     Revert(Name, Option<Name>, String),
+    /// The node's public identity (made on first use): the `pk1…` token, the `age1…`
+    /// recipient, or the OpenSSH line.
+    Id(IdForm),
+}
+
+/// Which public form of the node's identity [`Request::Id`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdForm {
+    /// `pk1…`: both public keys.
+    Token,
+    /// `age1…`: the X25519 recipient.
+    Age,
+    /// `ssh-ed25519 …`: the Ed25519 key.
+    Ssh,
 }
 
 /// The answer to a [`Request`].
@@ -288,6 +302,15 @@ fn execute_plain(node: &mut Node, req: Request) -> Result<Response> {
                 Response::Report(vec![format!("{what} is already as it was at {rev}: nothing to do")])
             }
         }
+        Request::Id(form) => {
+            let id = node.identity_or_create()?;
+            let line = match form {
+                IdForm::Token => id.token(),
+                IdForm::Age => id.age_recipient(),
+                IdForm::Ssh => id.ssh_line(),
+            };
+            Response::Data(Zeroizing::new(format!("{line}\n").into_bytes()))
+        }
         Request::Config(r, None) => Response::Data(Zeroizing::new(crate::merge::config_bytes(node.repo(&r)?.merge_mode()))),
     })
 }
@@ -462,6 +485,7 @@ impl Request {
             Request::Conflicts(r) => Enc::new(18).opt(r),
             Request::GetAt(r, s, rev) => Enc::new(20).name(r).name(s).field(rev.as_bytes()),
             Request::Revert(r, s, rev) => Enc::new(21).name(r).opt(s).field(rev.as_bytes()),
+            Request::Id(form) => Enc::new(22).field(&[*form as u8]),
             Request::Config(r, mode) => Enc::new(19).name(r).field(match mode {
                 None => b"",
                 Some(crate::merge::MergeMode::Lines) => b"lines",
@@ -526,6 +550,12 @@ impl Request {
             18 => Request::Conflicts(d.opt(Repo)?),
             20 => Request::GetAt(d.name(Repo)?, d.name(Secret)?, String::from_utf8(d.field()?.to_vec()).map_err(|_| bad())?),
             21 => Request::Revert(d.name(Repo)?, d.opt(Secret)?, String::from_utf8(d.field()?.to_vec()).map_err(|_| bad())?),
+            22 => Request::Id(match d.field()? {
+                [0] => IdForm::Token,
+                [1] => IdForm::Age,
+                [2] => IdForm::Ssh,
+                _ => return Err(bad()),
+            }),
             19 => Request::Config(
                 d.name(Repo)?,
                 match d.field()? {

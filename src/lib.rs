@@ -42,6 +42,7 @@ pub mod export;
 pub mod format;
 pub mod git;
 pub mod history;
+pub mod identity;
 pub mod merge;
 #[cfg(unix)]
 pub mod mounts;

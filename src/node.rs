@@ -679,6 +679,22 @@ impl Node {
         Ok(())
     }
 
+    /// The node's identity, made (once, from the OS generator) and recorded on first use.
+    pub fn identity_or_create(&mut self) -> Result<crate::identity::Identity> {
+        if let Some(id) = self.identity() {
+            return Ok(id);
+        }
+        let id = crate::identity::Identity::generate()
+            .map_err(|e| Error::io("cannot read the OS random generator", "getrandom", std::io::Error::other(e.to_string())))?;
+        self.record(Record::Identity(id.to_bytes()))?;
+        Ok(id)
+    }
+
+    /// The node's identity, if it has one.
+    pub fn identity(&self) -> Option<crate::identity::Identity> {
+        self.state.identity.as_ref().and_then(|k| crate::identity::Identity::from_bytes(k))
+    }
+
     /// The content of `repo/secret` as of commit `at`.
     pub fn get_at(&self, repo: &Name, secret: &Name, at: Oid) -> Result<SecretBytes> {
         let r = self.repo(repo)?;

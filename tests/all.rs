@@ -14,6 +14,7 @@ mod faults;
 mod growth;
 mod history;
 mod hostile;
+mod identity;
 mod import;
 mod interactive;
 mod memory;

@@ -191,6 +191,16 @@ pub enum Cmd {
         #[arg(long, env = "POLYKEY_OTHER_PASSWORD_FILE", hide_env_values = true, value_name = "FILE")]
         other_password_file: Option<PathBuf>,
     },
+    /// Print this node's public identity: a `pk1…` token (both public keys), made once inside
+    /// the node on first use
+    Id {
+        /// Print the bare `age1…` X25519 recipient instead
+        #[arg(long, conflicts_with = "ssh")]
+        age: bool,
+        /// Print the Ed25519 key as an OpenSSH public key line instead
+        #[arg(long)]
+        ssh: bool,
+    },
     /// Make one commit restoring REPO/SECRET (or all of REPO) as it was at REV; history is kept
     Revert {
         /// The secret, `REPO/SECRET`, or a whole repository, `REPO`

@@ -460,6 +460,11 @@ fn run(cli: Cli) -> CliResult {
             let (repo, secret) = secret_path(&path)?;
             Request::Revert(repo, Some(secret), to)
         }
+        Cmd::Id { age, ssh } => Request::Id(match (age, ssh) {
+            (true, _) => polykey::control::IdForm::Age,
+            (_, true) => polykey::control::IdForm::Ssh,
+            _ => polykey::control::IdForm::Token,
+        }),
         Cmd::Revert { path, to } => Request::Revert(name(NameKind::Repo, &path)?, None, to),
         Cmd::Rm { recursive: true, path } => Request::RmRepo(name(NameKind::Repo, &path)?),
         Cmd::Rm { recursive: false, path } => {
