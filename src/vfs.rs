@@ -245,6 +245,10 @@ struct File {
     bound: Option<(Name, Name)>,
     /// Working copy; `None` means the node's content of the bound secret.
     data: Option<SecretBytes>,
+    /// The secret's blob the working copy was taken from (or last committed as): when the
+    /// secret has another blob at a commit (a `put`, `sync` or `revert` through the control
+    /// socket changed it meanwhile), the working copy is merged with it, never written over it.
+    base: Option<Oid>,
     dirty: bool,
     opens: u32,
     /// For a local file: its folder and name.
@@ -606,7 +610,18 @@ impl Vfs {
 
     fn new_file(bound: Option<(Name, Name)>, data: Option<SecretBytes>, home: Option<(Ino, Name)>) -> Inode {
         let now = SystemTime::now();
-        Inode::File(File { bound, data, dirty: false, opens: 0, home, closed_at: None, last_write: Instant::now(), mtime: now, ctime: now })
+        Inode::File(File {
+            bound,
+            data,
+            base: None,
+            dirty: false,
+            opens: 0,
+            home,
+            closed_at: None,
+            last_write: Instant::now(),
+            mtime: now,
+            ctime: now,
+        })
     }
 
     /// The inode of secret `repo/secret`, allocated on first use.
@@ -734,7 +749,9 @@ impl Vfs {
     fn materialize(&mut self, ino: Ino) -> Result<&mut SecretBytes, FsError> {
         if self.file(ino)?.data.is_none() {
             let data = self.content(ino)?.into_secret();
-            self.file_mut(ino)?.data = Some(data);
+            let base = self.file(ino)?.bound.as_ref().and_then(|(r, s)| self.node.blob_id(r, s));
+            let f = self.file_mut(ino)?;
+            (f.data, f.base) = (Some(data), base);
         }
         Ok(self.file_mut(ino)?.data.as_mut().expect("just set"))
     }
@@ -1021,9 +1038,18 @@ impl Vfs {
         if f.dirty {
             if let (Some((r, s)), Some(data)) = (f.bound.clone(), f.data.as_ref()) {
                 let data = Zeroizing::new(data.to_vec());
-                let replaces = fh.and_then(|h| self.handles.get(&h).copied().flatten());
-                let made = self.node.put_amending(&r, &s, &data, replaces).map_err(core_err)?;
-                self.file_mut(ino)?.dirty = false;
+                let current = self.node.blob_id(&r, &s);
+                let made = match (f.base, current) {
+                    (Some(base), Some(now)) if base != now => self.commit_merged(ino, &r, &s, &data, base)?,
+                    _ => {
+                        let replaces = fh.and_then(|h| self.handles.get(&h).copied().flatten());
+                        let made = self.node.put_amending(&r, &s, &data, replaces).map_err(core_err)?;
+                        let f = self.file_mut(ino)?;
+                        f.dirty = false;
+                        f.base = Some(git2::Oid::hash_object(git2::ObjectType::Blob, &data).expect("hashing memory"));
+                        made
+                    }
+                };
                 if let Some(session) = fh.and_then(|h| self.handles.get_mut(&h)) {
                     *session = made;
                 }
@@ -1033,6 +1059,39 @@ impl Vfs {
             self.save()?;
         }
         Ok(())
+    }
+
+    /// Commits a working copy taken from blob `base` of `r/s` when the secret has changed since
+    /// (through the control socket): merged line by line when the repository allows it and
+    /// the changes touch different lines; otherwise the secret keeps its new content and the
+    /// working copy is saved beside it as `SECRET.conflict-mount`. Nothing is written over.
+    /// Returns no commit to amend: the next save of this open is a commit of its own.
+    fn commit_merged(&mut self, ino: Ino, r: &Name, s: &Name, ours: &[u8], base: Oid) -> Result<Option<Oid>, FsError> {
+        let repo = self.node.repo(r).map_err(core_err)?;
+        let mode = repo.merge_mode();
+        let old = repo.read(base, git2::ObjectType::Blob).ok();
+        let theirs = self.node.get(r, s).map_err(core_err)?;
+        match crate::merge::merge_blob(old.as_deref().map(|v| &v[..]), ours, &theirs, mode) {
+            Some(merged) => {
+                self.node.put(r, s, &merged).map_err(core_err)?;
+                let f = self.file_mut(ino)?;
+                f.base = Some(git2::Oid::hash_object(git2::ObjectType::Blob, &merged).expect("hashing memory"));
+                f.data = Some(merged);
+            }
+            None => {
+                let blob = git2::Oid::hash_object(git2::ObjectType::Blob, ours).expect("hashing memory");
+                let tree = self.node.repo(r).map_err(core_err)?.tree().map_err(|e| FsError::Io(e.to_string()))?.to_tree();
+                let beside = crate::merge::conflict_name(&tree, s, "mount", blob);
+                self.node.put(r, &beside, ours).map_err(core_err)?;
+                let f = self.file_mut(ino)?;
+                (f.data, f.base) = (None, None); // Reads show the secret's content again.
+            }
+        }
+        let f = self.file_mut(ino)?;
+        f.dirty = false;
+        // The kernel may cache what this open wrote: a new mtime makes it read again.
+        (f.mtime, f.ctime) = (SystemTime::now(), SystemTime::now());
+        Ok(None)
     }
 
     /// Turns a bound inode into an unbound one holding a snapshot of its content, so open
@@ -1753,7 +1812,7 @@ impl Vfs {
                 }
             } else if !dirty {
                 if let Ok(f) = self.file_mut(*ino) {
-                    f.data = None;
+                    (f.data, f.base) = (None, None);
                 }
                 self.invalidations.push(Invalidation::Inode(*ino));
             }

@@ -18,6 +18,7 @@ mod identity;
 mod import;
 mod interactive;
 mod memory;
+mod mergeatsave;
 mod mount;
 mod mounted;
 mod mountpoint;
