@@ -315,6 +315,10 @@ enum Entry {
 /// The mounted filesystem over one node.
 pub struct Vfs {
     node: Node,
+    /// Per secret, the blob last read through the mount (or written by it): a save that
+    /// replaces a secret changed since through the daemon is merged against it (see
+    /// [`Vfs::commit_merged`]): an editor's buffer holds what was read, not what is now.
+    served: std::cell::RefCell<HashMap<(Name, Name), Oid>>,
     inodes: Inodes,
     repo_dirs: HashMap<Name, Ino>,
     tag_dirs: HashMap<Name, Ino>,
@@ -385,6 +389,7 @@ impl Vfs {
             uid,
             gid,
             handles: HashMap::new(),
+            served: Default::default(),
             owners: HashMap::new(),
             next_fh: 1,
             unsaved: false,
@@ -1039,7 +1044,16 @@ impl Vfs {
             if let (Some((r, s)), Some(data)) = (f.bound.clone(), f.data.as_ref()) {
                 let data = Zeroizing::new(data.to_vec());
                 let current = self.node.blob_id(&r, &s);
-                let made = match (f.base, current) {
+                // What the writer started from: the working copy's own base, unless it was taken
+                // after a change through the daemon that nothing read through the mount since
+                // (an editor writing back its buffer: it holds what was read before).
+                let seen = self.served.borrow().get(&(r.clone(), s.clone())).copied();
+                let base = match (f.base, seen) {
+                    (Some(b), Some(seen)) if Some(b) == current && seen != b => Some(seen),
+                    (None, Some(seen)) => Some(seen),
+                    (b, _) => b,
+                };
+                let made = match (base, current) {
                     (Some(base), Some(now)) if base != now => self.commit_merged(ino, &r, &s, &data, base)?,
                     _ => {
                         let replaces = fh.and_then(|h| self.handles.get(&h).copied().flatten());
@@ -1053,6 +1067,11 @@ impl Vfs {
                 if let Some(session) = fh.and_then(|h| self.handles.get_mut(&h)) {
                     *session = made;
                 }
+                // The writer knows what it wrote (or what its save was merged into).
+                match self.node.blob_id(&r, &s) {
+                    Some(now) => self.served.borrow_mut().insert((r, s), now),
+                    None => self.served.borrow_mut().remove(&(r, s)),
+                };
             }
         }
         if self.has_unsaved() {
@@ -1321,6 +1340,14 @@ impl Vfs {
 
     /// Reads up to `size` bytes at `offset`, into a buffer wiped when dropped.
     pub fn read(&self, ino: Ino, offset: u64, size: u32) -> Result<SecretBytes, FsError> {
+        if let Ok(File { bound: Some((r, s)), data: None, .. }) = self.file(ino) {
+            if let Some(blob) = self.node.blob_id(r, s) {
+                let mut served = self.served.borrow_mut();
+                if served.get(&(r.clone(), s.clone())) != Some(&blob) {
+                    served.insert((r.clone(), s.clone()), blob);
+                }
+            }
+        }
         let content = self.content(ino)?;
         let start = usize::try_from(offset).unwrap_or(usize::MAX).min(content.len());
         let end = start.saturating_add(size as usize).min(content.len());
