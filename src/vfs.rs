@@ -426,7 +426,9 @@ impl Vfs {
         let before = self.bound_state();
         let names_before = self.names();
         let heads_before: Vec<(Name, Option<Oid>)> = self.repo_dirs.keys().map(|r| (r.clone(), self.head(r))).collect();
-        let out = f(&mut self.node)?;
+        // Brought in line even when the command failed part-way (a sync whose other node
+        // could not be written): what it changed here is in the node, and is saved with it.
+        let out = f(&mut self.node);
         self.reconcile(&before);
         let mut changed: Vec<Ino> =
             heads_before.into_iter().filter(|(r, h)| self.head(r) != *h).filter_map(|(r, _)| self.repo_dirs.get(&r).copied()).collect();
@@ -436,6 +438,7 @@ impl Vfs {
             let _ = self.note_listing(dir, true);
             self.invalidations.push(Invalidation::Inode(dir));
         }
+        let out = out?;
         if let Err(e) = self.node.save() {
             self.unsaved = true;
             return Err(CoreError::Pending { reason: e.to_string() });
