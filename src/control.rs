@@ -207,8 +207,18 @@ pub fn execute_with(node: &mut Node, req: Request, peer: Option<Node>) -> Result
             crate::rollback::record(&other);
             Response::Report(report.lines)
         }
-        (Request::Backup { only, create, .. }, Some(mut dest)) => {
-            let selected = crate::sync::select(node, &only)?;
+        (Request::Backup { only, create, dest: path, .. }, Some(mut dest)) => {
+            let selected = match crate::sync::select(node, &only) {
+                Ok(selected) => selected,
+                Err(e) => {
+                    if create.is_some() {
+                        // Made for this backup a moment ago, still empty: not left behind.
+                        drop(dest);
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    return Err(e);
+                }
+            };
             let report = if create.is_some() {
                 crate::sync::fill_backup(node, &mut dest, (!only.is_empty()).then_some(&selected[..]))?
             } else {

@@ -399,3 +399,21 @@ fn merge_never_makes_a_conflict_of_a_line_merge_and_sets_the_feature_bit_only_wh
     let o = run(n.cli("laptop").args(["config", "nosuch"]));
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 }
+
+/// A backup with a selection that names nothing fails with one line and leaves no file.
+#[test]
+fn a_backup_of_an_unknown_selection_leaves_no_file_behind() {
+    let n = laptop_and_stick();
+    for only in ["tag:nope", "nosuch"] {
+        let o = run(n
+            .cli("laptop")
+            .args(FAST_KDF_ARGS)
+            .arg("backup")
+            .arg(n.path("sub"))
+            .args(["--only", only, "--new-password-file"])
+            .arg(&n.pw));
+        assert_eq!(o.status.code(), Some(1), "{only}: {}", stderr(&o));
+        assert!(stderr(&o).contains("not found") && stderr(&o).lines().count() == 1, "{}", stderr(&o));
+        assert!(!n.path("sub").exists(), "{only}: a backup node was left behind");
+    }
+}
