@@ -417,3 +417,32 @@ fn a_backup_of_an_unknown_selection_leaves_no_file_behind() {
         assert!(!n.path("sub").exists(), "{only}: a backup node was left behind");
     }
 }
+
+/// Only OTHER is mounted: its daemon does the sync (naming this node), and the mount shows the
+/// result at once; both mounted is refused with one line.
+#[test]
+fn a_sync_with_a_mounted_other_node_runs_in_its_daemon() {
+    if !crate::mounted::fuse_available() {
+        return;
+    }
+    let n = laptop_and_stick();
+    n.put("laptop", "work/token", b"from the laptop");
+    n.put("stick", "work/new", b"from the stick");
+    let mnt = n.dir.path().join("mnt");
+    n.ok("stick", &["mount", mnt.to_str().unwrap()]);
+    let o = run(n.cli("laptop").arg("sync").arg(n.path("stick")).arg("--other-password-file").arg(&n.pw));
+    let seen = std::fs::read(mnt.join("repos/work/token"));
+    let mnt2 = n.dir.path().join("mnt2");
+    n.ok("laptop", &["mount", mnt2.to_str().unwrap()]);
+    let both = run(n.cli("laptop").arg("sync").arg(n.path("stick")).arg("--other-password-file").arg(&n.pw));
+    for m in [&mnt, &mnt2] {
+        let u = run(n.cli("laptop").arg("unmount").arg(m));
+        assert!(u.status.success(), "{}", stderr(&u));
+    }
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(seen.unwrap(), b"from the laptop");
+    assert_eq!(n.get("laptop", "work/new"), b"from the stick");
+    assert_eq!(n.contents("laptop"), n.contents("stick"));
+    assert_eq!(both.status.code(), Some(1), "{}", stderr(&both));
+    assert!(stderr(&both).contains("both nodes are mounted"), "{}", stderr(&both));
+}
