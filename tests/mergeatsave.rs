@@ -21,7 +21,19 @@ fn across(ours: &[u8], theirs: &[u8]) -> Option<Nodes> {
     n.ok("n", &["mount", mnt.to_str().unwrap()]);
     let file = std::fs::OpenOptions::new().read(true).write(true).open(mnt.join("repos/r/s")).unwrap();
     file.write_all_at(ours, 0).unwrap();
-    n.put("n", "r/s", theirs); // Well within the second after which an idle open commits.
+    // The same bytes written again and again while `put` runs: an open file idle for a second
+    // commits by itself, and on a loaded machine `put` can take longer than that.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                file.write_all_at(ours, 0).unwrap();
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        });
+        n.put("n", "r/s", theirs);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
     drop(file);
     let o = run(n.cli("n").arg("unmount").arg(&mnt));
     assert!(o.status.success(), "{}", stderr(&o));
